@@ -1,0 +1,75 @@
+#include "core/tensor.h"
+
+namespace moe {
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return 4;
+    case DType::kF64: return 8;
+    case DType::kBF16: return 2;
+    case DType::kI32: return 4;
+  }
+  MOE_FAIL("unknown dtype {}", static_cast<int>(dtype));
+}
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return "f32";
+    case DType::kF64: return "f64";
+    case DType::kBF16: return "bf16";
+    case DType::kI32: return "i32";
+  }
+  return "?";
+}
+
+std::string shape_str(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+int64_t Tensor::dim(int i) const {
+  int n = ndim();
+  int j = i < 0 ? n + i : i;
+  MOE_CHECK(j >= 0 && j < n, "dimension {} out of range for shape {}", i, shape_str(shape_));
+  return shape_[j];
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t s : shape_) n *= s;
+  return n;
+}
+
+Tensor Tensor::rows(int64_t begin, int64_t end) const {
+  MOE_CHECK(ndim() >= 1 && begin >= 0 && begin <= end && end <= shape_[0],
+            "rows [{}, {}) out of range for shape {}", begin, end, shape_str(shape_));
+  int64_t row = numel() / (shape_[0] ? shape_[0] : 1);
+  Shape s = shape_;
+  s[0] = end - begin;
+  char* base = static_cast<char*>(data_) + begin * row * dtype_size(dtype_);
+  return Tensor(storage_, base, s, dtype_, device_);
+}
+
+Tensor Tensor::reshape(Shape shape) const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  MOE_CHECK(n == numel(), "cannot reshape {} to {}", shape_str(shape_), shape_str(shape));
+  return Tensor(storage_, data_, std::move(shape), dtype_, device_);
+}
+
+Tensor Tensor::slice_flat(int64_t offset, Shape shape) const {
+  int64_t n = 1;
+  for (int64_t s : shape) n *= s;
+  MOE_CHECK(offset >= 0 && offset + n <= numel(), "flat slice [{}, {}) out of range for {}",
+            offset, offset + n, shape_str(shape_));
+  char* base = static_cast<char*>(data_) + offset * dtype_size(dtype_);
+  return Tensor(storage_, base, std::move(shape), dtype_, device_);
+}
+
+void check_shape(const Tensor& t, const Shape& expected, const char* name) {
+  MOE_CHECK(t.shape() == expected, "{}: expected shape {}, found {}", name, shape_str(expected),
+            shape_str(t.shape()));
+}
+
+}  // namespace moe

@@ -1,0 +1,95 @@
+// MoeModel: the decoder-only MoE transformer of SPEC §1 with the losses of SPEC §2, as explicit
+// forward and backward passes over the Backend interface. It owns the parameters (f32 master
+// copies, HF names, [out, in]), their gradients, and every activation buffer, planned once for
+// the largest micro-batch it was built for.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "config/config.h"
+
+namespace moe {
+
+struct Param {
+  std::string name;    // Hugging Face name, e.g. "model.layers.0.mlp.experts.3.up_proj.weight"
+  Tensor value;        // f32 master weights on the backend's device
+  Tensor grad;         // f32, same shape; accumulated by backward()
+  Tensor lowp;         // bf16 compute copy (CUDA bf16 runs only; undefined otherwise)
+  bool decay = true;   // false for norm gains (and the balancing bias, which is not trained)
+  bool trainable = true;  // false for mlp.gate.e_score_correction_bias
+};
+
+// One micro-batch on the host: batch x seq token ids, targets shifted by one (-1 = ignored).
+struct Batch {
+  int64_t batch = 0, seq = 0;
+  std::vector<int32_t> inputs;   // [batch * seq]
+  std::vector<int32_t> targets;  // [batch * seq]
+};
+
+// Loss terms of the last forward pass, unscaled (the coefficients are in LossConfig).
+// lb, z, sp and cp are summed over MoE layers as in SPEC §2; total applies the coefficients of
+// the enabled losses.
+struct LossValues {
+  double lm = 0, lb = 0, z = 0, sp = 0, cp = 0, total = 0;
+  int64_t n_tokens = 0;  // predicted positions (targets >= 0)
+};
+
+// Host copies of one MoE layer's routing in the last forward pass, for metrics and eval.
+struct LayerRouting {
+  int64_t layer = 0;              // index of the transformer layer
+  int64_t n_tokens = 0, n_experts = 0, top_k = 0;
+  std::vector<float> probs;       // [N, E] softmax over all experts
+  std::vector<int32_t> topk_idx;  // [N, k]
+  double sp_value = 0;            // (1/N) sum_t sum_{pairs} cos^2 for this layer (R_sp term)
+};
+
+class MoeModel {
+ public:
+  // max_batch x seq is the largest micro-batch forward() will be given.
+  MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend, int64_t max_batch,
+           int64_t seq, DType compute_dtype = DType::kF32);
+  ~MoeModel();
+  MoeModel(const MoeModel&) = delete;
+  MoeModel& operator=(const MoeModel&) = delete;
+
+  // Normal(0, init_std) for matrices (output projections scaled by 1/sqrt(2 * n_layers)),
+  // ones for norm gains, zero balancing bias. Deterministic in the seed.
+  void init_parameters(uint64_t seed);
+
+  std::vector<Param>& params() { return params_; }
+  Param& param(const std::string& name);  // throws naming the missing tensor
+  int64_t n_params_total() const;          // counted once when embeddings are tied
+  int64_t n_params_active() const;         // per token: k of E routed experts
+  double flops_per_token() const;          // forward + backward (6 * active matmul params + attn)
+
+  // Runs the forward pass and all enabled losses. With need_grad=false (eval) the activations
+  // needed only for backward may be skipped.
+  void forward(const Batch& batch, bool need_grad = true);
+  // Accumulates d(total loss * loss_scale)/d(param) into every Param::grad.
+  void backward(float loss_scale = 1.0f);
+  void zero_grad();
+
+  LossValues loss_values();                 // downloads the last forward's loss terms
+  std::vector<float> token_nll();           // [batch * seq] per-position NLL (0 where ignored)
+  std::vector<float> logits_host();         // [batch * seq, V] of the last forward
+  std::vector<LayerRouting> routing();      // one entry per MoE layer, depth order
+  // After a step with balance = bias: updates each layer's bias from the loads accumulated by
+  // the forward passes since the last call, then clears the loads.
+  void update_balance_bias(float gamma);
+
+  const ModelConfig& config() const { return cfg_; }
+  const LossConfig& loss_config() const { return loss_cfg_; }
+  Backend& backend() { return backend_; }
+
+ private:
+  struct Impl;
+  ModelConfig cfg_;
+  LossConfig loss_cfg_;
+  Backend& backend_;
+  std::vector<Param> params_;
+  Impl* impl_ = nullptr;
+};
+
+}  // namespace moe

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs every dependency of moe-spec from Debian packages (run as root, or with sudo present).
+# Usage: tools/setup.sh            (build dependencies, quickstart corpus, plotting)
+#        tools/setup.sh --torch    (also PyTorch, for tools/reference and the benchmarks)
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+PKGS=(build-essential cmake ninja-build pkg-config git
+      libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+      libsentencepiece-dev sentencepiece libgtest-dev libgmock-dev libopenblas-dev libomp-dev
+      fortunes fortunes-min python3 python3-numpy python3-yaml python3-matplotlib)
+if [ "${1:-}" = "--torch" ]; then PKGS+=(python3-torch); fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all Debian packages already installed"
+fi
