@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Configures and builds moe-spec into build/ (Release). The CUDA backend is compiled whenever nvcc
+# is on PATH (MOE_CUDA=AUTO), for sm_80 and sm_90, with warnings as errors.
+# Usage: tools/build.sh [extra cmake -D options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
+GEN=()
+if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
+cmake -S . -B build "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DMOE_WERROR=ON "$@"
+cmake --build build -j"$(nproc)"
