@@ -1,0 +1,69 @@
+// Helpers shared by the CpuBackend op files: dtype dispatch, argument checks, bf16 bit
+// conversion and the OpenBLAS thread-count switch. Internal to lib/backend/cpu.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+
+#include "core/tensor.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);  // also in OpenBLAS's cblas.h
+
+namespace moe::cpu {
+
+// Calls f(T{}) with T = float or double according to `dtype`; anything else is an error naming
+// the op. Usage: dispatch_float(x.dtype(), "op", [&](auto tag) { using T = decltype(tag); ... });
+template <typename F> void dispatch_float(DType dtype, const char* op, F&& f) {
+  switch (dtype) {
+    case DType::kF32: f(float{}); return;
+    case DType::kF64: f(double{}); return;
+    default:
+      MOE_FAIL("{}: the CPU backend computes in f32 or f64, found {}", op, dtype_name(dtype));
+  }
+}
+
+inline void check_cpu(const Tensor& t, const char* op, const char* name) {
+  MOE_CHECK(t.defined(), "{}: tensor '{}' is undefined", op, name);
+  MOE_CHECK(t.device() == Device::kCpu, "{}: tensor '{}' is not in host memory", op, name);
+}
+
+// Every floating-point tensor of one CPU call shares one dtype (see backend.h).
+inline void check_dtype(const Tensor& t, DType dtype, const char* op, const char* name) {
+  check_cpu(t, op, name);
+  MOE_CHECK(t.dtype() == dtype, "{}: tensor '{}' has dtype {}, expected {}", op, name,
+            dtype_name(t.dtype()), dtype_name(dtype));
+}
+
+inline void check_shape_of(const Tensor& t, const Shape& expected, const char* op,
+                           const char* name) {
+  MOE_CHECK(t.shape() == expected, "{}: tensor '{}' has shape {}, expected {}", op, name,
+            shape_str(t.shape()), shape_str(expected));
+}
+
+inline void check_rank(const Tensor& t, int rank, const char* op, const char* name) {
+  MOE_CHECK(t.ndim() == rank, "{}: tensor '{}' has shape {}, expected rank {}", op, name,
+            shape_str(t.shape()), rank);
+}
+
+// bf16 <-> f32 by bit manipulation. f32 -> bf16 rounds to nearest, ties to even; NaN stays a
+// quiet NaN with its sign.
+inline uint16_t bf16_from_float(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
+inline float float_from_bf16(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// OpenBLAS keeps one global thread count. Ops that call BLAS from inside their own OpenMP
+// region (attention) set it to 1 for the region; everything else runs BLAS with the backend's
+// thread count. Only calls the library when the value changes.
+void set_blas_threads(int threads);
+
+}  // namespace moe::cpu
