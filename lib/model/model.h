@@ -79,6 +79,11 @@ class MoeModel {
   // the forward passes since the last call, then clears the loads.
   void update_balance_bias(float gamma);
 
+  // Refreshes every Param::lowp (bf16 compute copy) from its master value; call after changing
+  // values outside adamw_step (loading weights, initialisation does it itself). No-op on f32/f64.
+  void sync_lowp();
+  DType compute_dtype() const;  // the activation dtype the model was built with
+
   const ModelConfig& config() const { return cfg_; }
   const LossConfig& loss_config() const { return loss_cfg_; }
   Backend& backend() { return backend_; }

@@ -1,0 +1,380 @@
+// MoeModel construction (parameters under their Hugging Face names, activation and gradient
+// buffers planned once for the largest micro-batch), parameter lookup and counts, and the host
+// accessors (loss values, per-token NLL, logits, routing) that download small results.
+//
+// Routed experts live in one [E, f, d] (down: [E, d, f]) tensor per layer so the grouped GEMM
+// sees them contiguously; each expert's Param is a view (Tensor::slice_flat) of its slice, so
+// names map 1:1 to Hugging Face tensors and the optimizer updates the shared storage in place.
+#include <cstring>
+#include <map>
+
+#include "io/safetensors.h"
+#include "model/model_impl.h"
+#include "model/param_count.h"
+
+namespace moe {
+namespace {
+
+// Creates parameters (value, zeroed grad, optional bf16 copy) and records them in order.
+class ParamBuilder {
+ public:
+  ParamBuilder(Backend& be, DType master, bool with_lowp, std::vector<Param>& params)
+      : be_(be), master_(master), with_lowp_(with_lowp), params_(params) {}
+
+  Weight add(const std::string& name, const Shape& shape, bool decay = true,
+             bool trainable = true) {
+    Weight w = allocate(shape, trainable && with_lowp_);
+    Param p;
+    p.name = name;
+    p.value = w.value;
+    p.grad = w.grad;
+    p.lowp = w.lowp;
+    p.decay = decay;
+    p.trainable = trainable;
+    params_.push_back(p);
+    return w;
+  }
+
+  // n_experts matrices of `shape` stored contiguously as [E, shape...]; one Param per expert,
+  // named prefix + e + suffix.
+  Weight add_experts(const std::string& prefix, const std::string& suffix, int64_t n_experts,
+                     const Shape& shape) {
+    Shape big = {n_experts};
+    big.insert(big.end(), shape.begin(), shape.end());
+    Weight w = allocate(big, with_lowp_);
+    const int64_t each = shape[0] * shape[1];
+    for (int64_t e = 0; e < n_experts; ++e) {
+      Param p;
+      p.name = prefix + std::to_string(e) + suffix;
+      p.value = w.value.slice_flat(e * each, shape);
+      p.grad = w.grad.slice_flat(e * each, shape);
+      if (w.lowp.defined()) p.lowp = w.lowp.slice_flat(e * each, shape);
+      params_.push_back(p);
+    }
+    return w;
+  }
+
+ private:
+  Weight allocate(const Shape& shape, bool lowp) {
+    Weight w;
+    w.value = be_.zeros(shape, master_);
+    w.grad = be_.zeros(shape, master_);
+    if (lowp) w.lowp = be_.zeros(shape, DType::kBF16);
+    return w;
+  }
+  Backend& be_;
+  DType master_;
+  bool with_lowp_;
+  std::vector<Param>& params_;
+};
+
+void check_model_config(const ModelConfig& c, const LossConfig& lc, int64_t max_batch,
+                        int64_t seq, DType dtype) {
+  MOE_CHECK(c.vocab_size > 0, "model.vocab_size must be set (> 0) before building the model, "
+            "found {}", c.vocab_size);
+  MOE_CHECK(c.d_model > 0 && c.n_layers > 0 && c.n_heads > 0 && c.n_kv_heads > 0,
+            "model: d_model, n_layers, n_heads, n_kv_heads must be positive");
+  MOE_CHECK(c.n_heads % c.n_kv_heads == 0, "model.n_heads ({}) must be a multiple of "
+            "model.n_kv_heads ({})", c.n_heads, c.n_kv_heads);
+  MOE_CHECK(c.resolved_head_dim() > 0 && c.resolved_head_dim() % 2 == 0,
+            "model: head_dim must be positive and even for RoPE, found {}", c.resolved_head_dim());
+  MOE_CHECK(c.dense_layers >= 0 && c.dense_layers <= c.n_layers,
+            "model.dense_layers must be in [0, n_layers = {}], found {}", c.n_layers,
+            c.dense_layers);
+  if (c.dense_layers < c.n_layers) {
+    MOE_CHECK(c.n_experts >= 1 && c.top_k >= 1 && c.top_k <= c.n_experts,
+              "model: need 1 <= top_k ({}) <= n_experts ({})", c.top_k, c.n_experts);
+    MOE_CHECK(c.expert_ffn_dim > 0, "model.expert_ffn_dim must be positive");
+  }
+  if (c.dense_layers > 0) MOE_CHECK(c.ffn_dim > 0, "model.ffn_dim must be positive");
+  MOE_CHECK(c.n_shared_experts >= 0, "model.n_shared_experts must be >= 0");
+  MOE_CHECK(c.capacity_factor == 0.0, "model.capacity_factor = {}: MoeModel implements "
+            "dropless routing only (capacity_factor 0)", c.capacity_factor);
+  MOE_CHECK(lc.balance == "aux" || lc.balance == "bias",
+            "loss.balance must be \"aux\" or \"bias\", found \"{}\"", lc.balance);
+  for (const auto& l : lc.losses) {
+    MOE_CHECK(l == "lb" || l == "sp" || l == "cp" || l == "z",
+              "loss.losses: unknown loss \"{}\" (known: lb, sp, cp, z)", l);
+  }
+  MOE_CHECK(max_batch > 0 && seq > 0, "model: micro-batch {} x {} must be positive", max_batch,
+            seq);
+  MOE_CHECK(dtype == DType::kF32 || dtype == DType::kF64 || dtype == DType::kBF16,
+            "model: compute dtype must be f32, f64 or bf16, found {}", dtype_name(dtype));
+}
+
+// Host copy of any floating tensor as floats.
+std::vector<float> download_floats(Backend& be, const Tensor& t) {
+  switch (t.dtype()) {
+    case DType::kF32: return be.download_vec<float>(t);
+    case DType::kF64: {
+      std::vector<double> d = be.download_vec<double>(t);
+      return std::vector<float>(d.begin(), d.end());
+    }
+    case DType::kBF16: {
+      std::vector<uint16_t> b(static_cast<size_t>(t.numel()));
+      be.download(b.data(), t, b.size() * 2);
+      std::vector<float> f(b.size());
+      for (size_t i = 0; i < b.size(); ++i) f[i] = bf16_to_f32(b[i]);
+      return f;
+    }
+    case DType::kI32: break;
+  }
+  MOE_FAIL("download_floats: {} is not a floating dtype", dtype_name(t.dtype()));
+}
+
+}  // namespace
+
+MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend,
+                   int64_t max_batch, int64_t seq, DType compute_dtype)
+    : cfg_(model), loss_cfg_(loss), backend_(backend) {
+  check_model_config(cfg_, loss_cfg_, max_batch, seq, compute_dtype);
+  impl_ = new Impl();
+  Impl& m = *impl_;
+  m.act = compute_dtype;
+  m.stat = compute_dtype == DType::kF64 ? DType::kF64 : DType::kF32;
+  m.max_batch = max_batch;
+  m.max_seq = seq;
+  m.cap_tokens = max_batch * seq;
+  m.vocab = cfg_.vocab_size;
+
+  const ModelConfig& c = cfg_;
+  const int64_t d = c.d_model, hd = c.resolved_head_dim();
+  const int64_t qw = c.n_heads * hd, kvw = c.n_kv_heads * hd;
+  const int64_t E = c.n_experts, f = c.expert_ffn_dim;
+  const int64_t sw = c.n_shared_experts * c.resolved_shared_ffn_dim();
+  const bool bias = loss_cfg_.balance == "bias";
+  ParamBuilder pb(backend_, m.stat, m.act == DType::kBF16, params_);
+
+  m.embed = pb.add("model.embed_tokens.weight", {m.vocab, d});
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Layer layer;
+    layer.index = l;
+    layer.is_moe = l >= c.dense_layers;
+    layer.attn_gain = pb.add(p + "input_layernorm.weight", {d}, /*decay=*/false);
+    layer.wq = pb.add(p + "self_attn.q_proj.weight", {qw, d});
+    layer.wk = pb.add(p + "self_attn.k_proj.weight", {kvw, d});
+    layer.wv = pb.add(p + "self_attn.v_proj.weight", {kvw, d});
+    layer.wo = pb.add(p + "self_attn.o_proj.weight", {d, qw});
+    layer.ffn_gain = pb.add(p + "post_attention_layernorm.weight", {d}, /*decay=*/false);
+    if (!layer.is_moe) {
+      layer.gate_w = pb.add(p + "mlp.gate_proj.weight", {c.ffn_dim, d});
+      layer.up_w = pb.add(p + "mlp.up_proj.weight", {c.ffn_dim, d});
+      layer.down_w = pb.add(p + "mlp.down_proj.weight", {d, c.ffn_dim});
+    } else {
+      layer.moe_index = m.n_moe_layers++;
+      // The router stays in the master dtype (f32): its logits are computed in f32.
+      {
+        ParamBuilder router_pb(backend_, m.stat, /*with_lowp=*/false, params_);
+        layer.router = router_pb.add(p + "mlp.gate.weight", {E, d});
+        if (bias) {
+          layer.balance_bias = router_pb.add(p + "mlp.gate.e_score_correction_bias", {E},
+                                             /*decay=*/false, /*trainable=*/false).value;
+          layer.expert_load = backend_.zeros({E}, m.stat);
+        }
+      }
+      const std::string ep = p + "mlp.experts.";
+      layer.gate_w = pb.add_experts(ep, ".gate_proj.weight", E, {f, d});
+      layer.up_w = pb.add_experts(ep, ".up_proj.weight", E, {f, d});
+      layer.down_w = pb.add_experts(ep, ".down_proj.weight", E, {d, f});
+      if (sw > 0) {
+        layer.shared_gate_w = pb.add(p + "mlp.shared_experts.gate_proj.weight", {sw, d});
+        layer.shared_up_w = pb.add(p + "mlp.shared_experts.up_proj.weight", {sw, d});
+        layer.shared_down_w = pb.add(p + "mlp.shared_experts.down_proj.weight", {d, sw});
+      }
+    }
+    m.layers.push_back(std::move(layer));
+  }
+  m.final_gain = pb.add("model.norm.weight", {d}, /*decay=*/false);
+  m.lm_head = c.tie_embeddings ? m.embed : pb.add("lm_head.weight", {m.vocab, d});
+
+  // ---- activations ----------------------------------------------------------------------------
+  const int64_t N = m.cap_tokens, k = c.top_k, R = N * k, M = m.n_moe_layers;
+  auto act = [&](const Shape& s) { return backend_.empty(s, m.act); };
+  auto stat = [&](const Shape& s) { return backend_.empty(s, m.stat); };
+  auto i32 = [&](const Shape& s) { return backend_.empty(s, DType::kI32); };
+  for (int64_t l = 0; l <= c.n_layers; ++l) m.hidden.push_back(act({N, d}));
+  for (Layer& layer : m.layers) {
+    LayerActs& a = layer.act;
+    a.attn_norm = act({N, d});
+    a.attn_rstd = stat({N});
+    a.q = act({N, qw});
+    a.k = act({N, kvw});
+    a.v = act({N, kvw});
+    a.attn_out = act({N, qw});
+    a.attn_lse = stat({N * c.n_heads});
+    a.mid = act({N, d});
+    a.ffn_norm = act({N, d});
+    a.ffn_rstd = stat({N});
+    if (!layer.is_moe) {
+      a.gate = act({N, c.ffn_dim});
+      a.up = act({N, c.ffn_dim});
+      a.z = act({N, c.ffn_dim});
+      continue;
+    }
+    if (m.act == DType::kBF16) a.router_in = stat({N, d});
+    a.router_logits = stat({N, E});
+    a.probs = stat({N, E});
+    a.topk_idx = i32({N, k});
+    a.topk_weight = stat({N, k});
+    a.expert_offsets = i32({E + 1});
+    a.row_token = i32({R});
+    a.token_row = i32({N, k});
+    a.x_perm = act({R, d});
+    a.gate = act({R, f});
+    a.up = act({R, f});
+    a.z = act({R, f});
+    a.y_perm = act({R, d});
+    if (sw > 0) {
+      a.shared_gate = act({N, sw});
+      a.shared_up = act({N, sw});
+      a.shared_z = act({N, sw});
+    }
+  }
+  m.ids = i32({N});
+  m.targets = i32({N});
+  m.final_norm = act({N, d});
+  m.final_rstd = stat({N});
+  m.logits = act({N, m.vocab});
+  m.token_nll = stat({N});
+  m.ce_lse = stat({N});
+  if (M > 0) {
+    m.lb_values = backend_.zeros({M}, m.stat);
+    m.z_values = backend_.zeros({M}, m.stat);
+    m.sp_values = backend_.zeros({M}, m.stat);
+    m.masses = stat({M * N});
+  }
+  m.cp_value = backend_.zeros({1}, m.stat);
+
+  // ---- backward scratch (shared by all layers) -------------------------------------------------
+  GradScratch& g = m.g;
+  g.dlogits = act({N, m.vocab});
+  g.dfinal = act({N, d});
+  g.dh = act({N, d});
+  g.dnorm = act({N, d});
+  g.dattn = act({N, qw});
+  g.dq = act({N, qw});
+  g.dk = act({N, kvw});
+  g.dk_rope = act({N, kvw});
+  g.dv = act({N, kvw});
+  if (c.dense_layers > 0) {
+    g.dgate = act({N, c.ffn_dim});
+    g.dup = act({N, c.ffn_dim});
+    g.dz = act({N, c.ffn_dim});
+  }
+  if (M > 0) {
+    g.dy_perm = act({R, d});
+    g.dz_e = act({R, f});
+    g.dgate_e = act({R, f});
+    g.dup_e = act({R, f});
+    g.dx_perm = act({R, d});
+    g.dx_perm2 = act({R, d});
+    g.dweight = stat({N, k});
+    g.dprobs = stat({N, E});
+    g.drouter = stat({N, E});
+    g.dmasses = stat({M * N});
+    if (m.act == DType::kBF16) {
+      g.drouter_in = stat({N, d});
+      g.dnorm_tmp = act({N, d});
+    }
+    if (sw > 0) {
+      g.dshared_gate = act({N, sw});
+      g.dshared_up = act({N, sw});
+      g.dshared_z = act({N, sw});
+    }
+  }
+}
+
+MoeModel::~MoeModel() { delete impl_; }
+
+Param& MoeModel::param(const std::string& name) {
+  for (Param& p : params_) {
+    if (p.name == name) return p;
+  }
+  MOE_FAIL("model has no parameter named \"{}\" ({} parameters; arch {}, {} layers)", name,
+           params_.size(), cfg_.arch, cfg_.n_layers);
+}
+
+int64_t MoeModel::n_params_total() const { return params_total(cfg_, cfg_.vocab_size); }
+int64_t MoeModel::n_params_active() const { return params_active(cfg_, cfg_.vocab_size); }
+double MoeModel::flops_per_token() const {
+  return moe::flops_per_token(cfg_, cfg_.vocab_size, impl_->max_seq);
+}
+
+void MoeModel::zero_grad() {
+  for (Param& p : params_) backend_.fill(p.grad, 0.0);
+}
+
+void MoeModel::sync_lowp() {
+  for (Param& p : params_) {
+    if (p.lowp.defined()) backend_.convert(p.lowp, p.value);
+  }
+}
+
+DType MoeModel::compute_dtype() const { return impl_->act; }
+
+LossValues MoeModel::loss_values() {
+  Impl& m = *impl_;
+  MOE_CHECK(m.have_forward, "loss_values() called before forward()");
+  LossValues v;
+  v.n_tokens = m.n_valid;
+  std::vector<float> nll = token_nll();
+  double sum = 0;
+  for (float x : nll) sum += x;
+  v.lm = m.n_valid > 0 ? sum / static_cast<double>(m.n_valid) : 0.0;
+  if (m.n_moe_layers > 0) {
+    for (float x : download_floats(backend_, m.lb_values)) v.lb += x;
+    for (float x : download_floats(backend_, m.z_values)) v.z += x;
+    for (float x : download_floats(backend_, m.sp_values)) v.sp += x;
+    v.cp = download_floats(backend_, m.cp_value)[0];
+  }
+  const LossConfig& lc = loss_cfg_;
+  v.total = v.lm + (lc.has("lb") ? lc.lb_coef * v.lb : 0.0) + (lc.has("z") ? lc.z_coef * v.z : 0.0) +
+            (lc.has("sp") ? lc.sp_coef * v.sp : 0.0) + (lc.has("cp") ? lc.cp_coef * v.cp : 0.0);
+  return v;
+}
+
+std::vector<float> MoeModel::token_nll() {
+  Impl& m = *impl_;
+  MOE_CHECK(m.have_forward, "token_nll() called before forward()");
+  return download_floats(backend_, head_rows(m.token_nll, m.n_tokens));
+}
+
+std::vector<float> MoeModel::logits_host() {
+  Impl& m = *impl_;
+  MOE_CHECK(m.have_forward, "logits_host() called before forward()");
+  return download_floats(backend_, head_rows(m.logits, m.n_tokens));
+}
+
+std::vector<LayerRouting> MoeModel::routing() {
+  Impl& m = *impl_;
+  MOE_CHECK(m.have_forward, "routing() called before forward()");
+  std::vector<LayerRouting> out;
+  if (m.n_moe_layers == 0) return out;
+  std::vector<float> sp = download_floats(backend_, m.sp_values);
+  for (Layer& layer : m.layers) {
+    if (!layer.is_moe) continue;
+    LayerRouting r;
+    r.layer = layer.index;
+    r.n_tokens = m.n_tokens;
+    r.n_experts = cfg_.n_experts;
+    r.top_k = cfg_.top_k;
+    r.probs = download_floats(backend_, head_rows(layer.act.probs, m.n_tokens));
+    r.topk_idx = backend_.download_vec<int32_t>(head_rows(layer.act.topk_idx, m.n_tokens));
+    r.sp_value = sp[static_cast<size_t>(layer.moe_index)];
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+void MoeModel::update_balance_bias(float gamma) {
+  MOE_CHECK(loss_cfg_.balance == "bias", "update_balance_bias() needs loss.balance = bias, "
+            "found \"{}\"", loss_cfg_.balance);
+  for (Layer& layer : impl_->layers) {
+    if (!layer.is_moe) continue;
+    backend_.balance_bias_update(layer.balance_bias, layer.expert_load, gamma);
+    backend_.fill(layer.expert_load, 0.0);
+  }
+}
+
+}  // namespace moe

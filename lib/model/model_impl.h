@@ -1,0 +1,115 @@
+// Private state of MoeModel, shared by the files that implement it (model.cpp: construction and
+// host accessors; init.cpp: initialisation; attention_block.cpp, ffn_block.cpp, moe_block.cpp:
+// one block's forward and backward; forward.cpp / backward.cpp: the passes over all layers).
+//
+// Every buffer is allocated once, for the largest micro-batch (cap_tokens = max_batch * seq
+// tokens), and a forward pass over N <= cap_tokens tokens works on the first N rows of each
+// ("views"). Dtypes: activations in act (the compute dtype); router logits/probabilities, norm
+// and attention statistics, losses and loss gradients in stat (f32, or f64 when the compute
+// dtype is f64); master weights and their gradients in stat as well; bf16 compute copies of the
+// weights (Param::lowp) only when act is bf16.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+
+namespace moe {
+
+// A weight as the blocks see it: master value, gradient, and the tensor the matmuls read.
+struct Weight {
+  Tensor value, grad, lowp;
+  const Tensor& compute() const { return lowp.defined() ? lowp : value; }
+};
+
+// The activations one layer saves for its backward pass (capacity-sized).
+struct LayerActs {
+  Tensor attn_norm, attn_rstd, q, k, v, attn_out, attn_lse;  // attention block
+  Tensor mid;                                                // residual after attention
+  Tensor ffn_norm, ffn_rstd;
+  Tensor gate, up, z;             // dense FFN [cap, F] or routed experts [cap*k, f]
+  Tensor router_in;               // f32 copy of ffn_norm (bf16 runs only)
+  Tensor router_logits, probs, topk_idx, topk_weight;
+  Tensor expert_offsets, row_token, token_row, x_perm, y_perm;
+  Tensor shared_gate, shared_up, shared_z;
+};
+
+struct Layer {
+  int64_t index = 0;
+  bool is_moe = false;
+  int64_t moe_index = -1;  // position among MoE layers
+  Weight attn_gain, wq, wk, wv, wo, ffn_gain;
+  Weight gate_w, up_w, down_w;  // dense [F, d] / [d, F], or experts [E, f, d] / [E, d, f]
+  Weight router, shared_gate_w, shared_up_w, shared_down_w;
+  Tensor balance_bias, expert_load;  // balance = bias only
+  LayerActs act;
+};
+
+// Backward scratch, reused by every layer.
+struct GradScratch {
+  Tensor dlogits, dfinal, dh, dnorm, dattn, dq, dk, dk_rope, dv;
+  Tensor dgate, dup, dz;                          // dense FFN
+  Tensor dy_perm, dz_e, dgate_e, dup_e, dx_perm, dx_perm2, dweight, dprobs, drouter;
+  Tensor drouter_in, dnorm_tmp;                   // bf16 runs: f32 router-path gradient
+  Tensor dshared_gate, dshared_up, dshared_z;
+  Tensor dmasses;                                 // [M * cap]
+};
+
+struct ModelState {
+  DType act = DType::kF32, stat = DType::kF32;
+  int64_t max_batch = 0, max_seq = 0, cap_tokens = 0;
+  int64_t n_moe_layers = 0;
+  int64_t vocab = 0;
+
+  Weight embed, final_gain, lm_head;  // lm_head aliases embed when tied
+  std::vector<Layer> layers;
+  std::vector<Tensor> hidden;  // residual stream: hidden[l] enters layer l, hidden[L] the head
+
+  Tensor ids, targets;                     // [cap] i32
+  Tensor final_norm, final_rstd, logits;   // head
+  Tensor token_nll, ce_lse;                // [cap] stat
+  Tensor lb_values, z_values, sp_values;   // [M] stat, one per MoE layer
+  Tensor cp_value;                         // [1] stat
+  Tensor masses;                           // [M * cap] stat, top-k mass per layer and token
+  GradScratch g;
+
+  // The last forward pass.
+  int64_t batch = 0, seq = 0, n_tokens = 0, n_valid = 0;
+  bool have_forward = false, forward_for_grad = false;
+
+  int64_t rows() const { return n_tokens; }
+  int64_t dispatched_rows(const ModelConfig& c) const { return n_tokens * c.top_k; }
+};
+
+struct MoeModel::Impl : ModelState {};
+
+// Views of the first n rows (or, for flat per-layer arrays, row i of an [M, n] layout).
+inline Tensor head_rows(const Tensor& t, int64_t n) { return t.rows(0, n); }
+inline Tensor flat_row(const Tensor& flat, int64_t i, int64_t n) {
+  return flat.slice_flat(i * n, {n});
+}
+
+// out += SwiGLU(x) (dense FFN, shared experts) and its backward (ffn_block.cpp).
+void swiglu_mlp_forward(Backend& be, Tensor& out, const Tensor& x, const Weight& gate_w,
+                        const Weight& up_w, const Weight& down_w, Tensor& gate, Tensor& up,
+                        Tensor& z);
+void swiglu_mlp_backward(Backend& be, Tensor& dx, bool accumulate_dx, const Tensor& dout,
+                         const Tensor& x, Weight& gate_w, Weight& up_w, Weight& down_w,
+                         const Tensor& gate, const Tensor& up, const Tensor& z, Tensor& dgate,
+                         Tensor& dup, Tensor& dz);
+
+// Block passes (one file each). The FFN blocks read the normalised input from act.ffn_norm and
+// add into h_out (which already holds h_mid); their backward passes read dL/dh_out from g.dh and
+// overwrite g.dnorm with dL/d(ffn_norm); the caller does the norm backward. `m` is the model's private state; `c` its configuration.
+void attention_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
+                       const Tensor& h_in, Tensor& h_mid);
+void attention_backward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
+                        const Tensor& h_in);
+void dense_ffn_forward(ModelState& m, Backend& be, Layer& layer, Tensor& h_out);
+void dense_ffn_backward(ModelState& m, Backend& be, Layer& layer);
+void moe_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
+                 Layer& layer, Tensor& h_out, bool need_grad);
+void moe_backward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
+                  Layer& layer, float loss_scale);
+
+}  // namespace moe
