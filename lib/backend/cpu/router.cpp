@@ -24,7 +24,7 @@ using cpu::check_dtype;
 using cpu::check_topk_idx;
 using cpu::dispatch_float;
 
-// Softmax of one row in place semantics: probs[e] = exp(logits[e] - max) / sum.
+// Softmax of one row: probs[e] = exp(logits[e] - max) / sum, in the tensor's type.
 template <typename T> void softmax_row(T* probs, const T* logits, int64_t n) {
   T max_logit = logits[0];
   for (int64_t e = 1; e < n; ++e) max_logit = std::max(max_logit, logits[e]);
