@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/error.h"
 #include "model/model.h"
 #include "support/gradcheck.h"
 #include "support/tiny_models.h"
@@ -136,6 +137,29 @@ TEST(ModelDeterminism, GradientIsLinearInLossScaleAndAccumulates) {
       ASSERT_NEAR(twice.grads[i][j], doubled[j], 1e-6 * max_abs) << model.params()[i].name;
     }
   }
+}
+
+TEST(ModelDeterminism, SmallerMicroBatchThanCapacityMatchesAnExactFit) {
+  // A model planned for 3 x 8 tokens runs a 2 x 5 batch on the first rows of its buffers; it
+  // must compute what a model planned for exactly 2 x 5 computes.
+  const ModelConfig cfg = test::tiny_deepseek_config();
+  const LossConfig loss = test::all_losses("aux");
+  auto be = make_backend("cpu", 1);
+  MoeModel big(cfg, loss, *be, 3, 8), exact(cfg, loss, *be, 2, 5);
+  big.init_parameters(21);
+  exact.init_parameters(21);
+  const Batch full = test::random_batch(3, 8, cfg.vocab_size, 8);
+  const Batch small = test::random_batch(2, 5, cfg.vocab_size, 4);
+  run_once(big, full, 1.0f);  // leave other values in the larger buffers first
+  const RunResult a = run_once(big, small, 1.0f);
+  const RunResult b = run_once(exact, small, 1.0f);
+  expect_bitwise(a, b, big);
+  EXPECT_EQ(a.logits.size(), static_cast<size_t>(2 * 5 * cfg.vocab_size));
+  Batch too_big = test::random_batch(4, 8, cfg.vocab_size, 1);
+  EXPECT_THROW(big.forward(too_big), Error);
+  Batch bad_id = small;
+  bad_id.inputs[3] = static_cast<int32_t>(cfg.vocab_size);
+  EXPECT_THROW(big.forward(bad_id), Error);
 }
 
 }  // namespace
