@@ -206,6 +206,13 @@ double nmse(const std::vector<double>& got, const std::vector<double>& want) {
   return ::testing::AssertionSuccess();
 }
 
+std::vector<double> difference(const std::vector<double>& a, const std::vector<double>& b) {
+  MOE_CHECK(a.size() == b.size(), "difference: {} values against {}", a.size(), b.size());
+  std::vector<double> d(a.size());
+  for (size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
+  return d;
+}
+
 double RandomProjection::operator()(const std::vector<double>& out) const {
   MOE_CHECK(out.size() == r.size(), "RandomProjection: {} outputs, {} weights", out.size(),
             r.size());

@@ -69,6 +69,9 @@ double nmse(const std::vector<double>& got, const std::vector<double>& want);
 ::testing::AssertionResult bitwise_equal(const std::vector<double>& got,
                                          const std::vector<double>& want);
 
+// a - b elementwise (e.g. an accumulated gradient minus the value it was pre-filled with).
+std::vector<double> difference(const std::vector<double>& a, const std::vector<double>& b);
+
 // ---- random projection loss -----------------------------------------------------------------
 // L(out) = sum_i r_i * out_i with fixed random weights r (Normal(0, 1), seeded). dL/dout = r.
 struct RandomProjection {

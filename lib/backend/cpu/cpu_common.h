@@ -61,9 +61,15 @@ inline float float_from_bf16(uint16_t h) {
   return f;
 }
 
-// OpenBLAS keeps one global thread count. Ops that call BLAS from inside their own OpenMP
-// region (attention) set it to 1 for the region; everything else runs BLAS with the backend's
-// thread count. Only calls the library when the value changes.
-void set_blas_threads(int threads);
+// Thread count for a parallel loop over `work` independent elements: below kMinParallelWork a
+// single thread is faster than waking (and on a loaded 2-core machine, waiting for) a team.
+// Elements are independent, so this never changes a result.
+constexpr int64_t kMinParallelWork = 1 << 15;
+inline int team(int threads, int64_t work) { return work >= kMinParallelWork ? threads : 1; }
+
+// OpenBLAS runs single-threaded; the CPU backend parallelises with OpenMP itself, calling one
+// single-threaded GEMM per block of rows (see cpu_backend.cpp for why). Called by the
+// constructor; idempotent.
+void use_single_threaded_blas();
 
 }  // namespace moe::cpu

@@ -1,0 +1,46 @@
+// AdamW over a model's parameters (decoupled weight decay, none on norm gains), with clipping by
+// the global gradient norm. The moment estimates m and v live on the backend's device next to
+// the parameters, in f32; they are saved to and restored from optimizer.safetensors as
+// "exp_avg.<param name>" and "exp_avg_sq.<param name>" (PyTorch's names).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "config/config.h"
+#include "model/model.h"
+
+namespace moe {
+
+class SafeTensorsReader;
+class SafeTensorsWriter;
+
+class AdamW {
+ public:
+  // Allocates zeroed m and v for every trainable parameter. `params` must outlive the optimizer.
+  AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg);
+
+  // sqrt(sum over trainable grads of grad^2), in a fixed order.
+  double grad_norm();
+  // The factor the gradients are multiplied by before the update: min(1, clip / (norm + 1e-6)),
+  // or 1 when clipping is off (grad_clip = 0).
+  static float clip_scale(double grad_norm, double grad_clip);
+  // One update with 1-based step number `step` (bias correction) and learning rate lr.
+  void step(int64_t step, double lr, float grad_scale);
+
+  void save(SafeTensorsWriter& out);
+  // Restores m and v; a moment missing or of the wrong shape is an error naming it and `origin`.
+  void load(const SafeTensorsReader& in);
+
+ private:
+  struct State {
+    Param* param;
+    Tensor m, v;
+  };
+  Backend& backend_;
+  TrainConfig cfg_;
+  std::vector<State> states_;
+  Tensor norm_sq_;  // [1] f32 scratch for global_norm_sq
+};
+
+}  // namespace moe

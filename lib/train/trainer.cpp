@@ -1,0 +1,301 @@
+// The training loop (see trainer.h). Order within one step s (1-based, after the update):
+// update -> log (s % log_every == 0) -> validate (s % eval_every == 0) -> checkpoint
+// (s % save_every == 0, the last step, stop_at_step, or a stop signal). A resumed run starts
+// after the checkpoint's step, so every record of metrics.jsonl is written exactly once.
+#include "train/trainer.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "eval/routing_stats.h"
+#include "model/param_count.h"
+#include "train/checkpoint.h"
+#include "train/schedule.h"
+
+namespace fs = std::filesystem;
+
+namespace moe {
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// Installs SIGINT/SIGTERM handlers for the lifetime of a run, restoring the old ones after.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0);
+    old_int_ = std::signal(SIGINT, on_stop_signal);
+    old_term_ = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~StopSignals() {
+    std::signal(SIGINT, old_int_);
+    std::signal(SIGTERM, old_term_);
+  }
+
+ private:
+  void (*old_int_)(int);
+  void (*old_term_)(int);
+};
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02d}m", s / 3600, (s / 60) % 60);
+  if (s >= 60) return fmt::format("{}m{:02d}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+std::string format_rate(double tok_per_s) {
+  if (tok_per_s >= 1e6) return fmt::format("{:.2f}M", tok_per_s / 1e6);
+  if (tok_per_s >= 1e3) return fmt::format("{:.1f}k", tok_per_s / 1e3);
+  return fmt::format("{:.0f}", tok_per_s);
+}
+
+nlohmann::json routing_record(const eval::RoutingSummary& summary) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& l : summary.layers) {
+    double load_max = 0, load_mean = 0;
+    for (double f : l.load_fraction) {
+      load_max = std::max(load_max, f);
+      load_mean += f;
+    }
+    if (!l.load_fraction.empty()) load_mean /= static_cast<double>(l.load_fraction.size());
+    layers.push_back({{"layer", l.layer},
+                      {"entropy", l.entropy},
+                      {"entropy_norm", l.entropy_normalized},
+                      {"topk_mass", l.topk_mass},
+                      {"load_max", load_max},
+                      {"load_mean", load_mean},
+                      {"load_max_over_mean", l.load_max_over_mean},
+                      {"load_cv", l.load_cv}});
+  }
+  return layers;
+}
+
+}  // namespace
+
+Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
+                 const TrainerOptions& opts)
+    : cfg_(cfg), backend_(backend), data_(data), opts_(opts) {
+  MOE_CHECK(cfg_.model.vocab_size > 0, "Trainer: model.vocab_size must be resolved first");
+  const DType compute = cfg_.train.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  model_ = std::make_unique<MoeModel>(cfg_.model, cfg_.loss, backend_, cfg_.train.batch_size,
+                                      cfg_.train.seq_len, compute);
+  optimizer_ = std::make_unique<AdamW>(backend_, model_->params(), cfg_.train);
+  flops_per_token_ = flops_per_token(cfg_.model, cfg_.model.vocab_size, cfg_.train.seq_len);
+  if (opts_.resume_checkpoint.empty()) {
+    model_->init_parameters(static_cast<uint64_t>(cfg_.train.seed));
+  } else {
+    TrainerState st = load_trainer_state(opts_.resume_checkpoint);
+    load_training_state(opts_.resume_checkpoint, *model_, *optimizer_);
+    data_.restore_train_state(st.data_state);
+    step_ = st.step;
+    tokens_seen_ = st.tokens_seen;
+    last_lr_ = st.lr;
+    spdlog::info("resumed from {} at step {} ({} tokens seen)", opts_.resume_checkpoint, step_,
+                 tokens_seen_);
+  }
+  open_metrics(!opts_.resume_checkpoint.empty());
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::open_metrics(bool resuming) {
+  const fs::path path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
+  fs::create_directories(cfg_.run.out_dir);
+  if (resuming && fs::exists(path)) {
+    // Drop the records past the checkpoint (written after it by the interrupted process): the
+    // resumed run writes them again, so each step appears once.
+    std::istringstream in(read_file(path.string()));
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      try {
+        auto j = nlohmann::json::parse(line);
+        if (j.value("step", int64_t{0}) > step_) continue;
+      } catch (const nlohmann::json::exception&) {
+        continue;  // a line cut short by a crash
+      }
+      kept += line + "\n";
+    }
+    write_file_atomic(path.string(), kept);
+  }
+  metrics_.open(path, std::ios::app);
+  MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());
+}
+
+void Trainer::write_metrics(const nlohmann::json& record) {
+  metrics_ << record.dump() << "\n";
+  metrics_.flush();
+}
+
+Trainer::StepResult Trainer::train_step() {
+  StepResult r;
+  r.lr = learning_rate(cfg_.train, step_);
+  const int64_t accum = cfg_.train.grad_accum;
+  model_->zero_grad();
+  for (int64_t micro = 0; micro < accum; ++micro) {
+    data_.next_train_batch(batch_);
+    model_->forward(batch_, /*need_grad=*/true);
+    model_->backward(1.0f / static_cast<float>(accum));
+    LossValues v = model_->loss_values();
+    MOE_CHECK(std::isfinite(v.total), "the loss is not finite at step {} (micro-batch {}): lm {} "
+              "lb {} z {} sp {} cp {}; lower train.lr or check the data", step_ + 1, micro, v.lm,
+              v.lb, v.z, v.sp, v.cp);
+    r.loss.lm += v.lm / accum;
+    r.loss.lb += v.lb / accum;
+    r.loss.z += v.z / accum;
+    r.loss.sp += v.sp / accum;
+    r.loss.cp += v.cp / accum;
+    r.loss.total += v.total / accum;
+    r.loss.n_tokens += v.n_tokens;
+    tokens_seen_ += batch_.batch * batch_.seq;
+  }
+  r.grad_norm = optimizer_->grad_norm();
+  MOE_CHECK(std::isfinite(r.grad_norm), "the gradient norm is not finite at step {}", step_ + 1);
+  optimizer_->step(step_ + 1, r.lr, AdamW::clip_scale(r.grad_norm, cfg_.train.grad_clip));
+  if (cfg_.loss.balance == "bias") {
+    model_->update_balance_bias(static_cast<float>(cfg_.loss.bias_gamma));
+  }
+  ++step_;
+  last_lr_ = r.lr;
+  return r;
+}
+
+Trainer::ValidResult Trainer::validate() {
+  ValidResult out;
+  double nll_sum = 0;
+  data_.reset_valid();
+  for (int64_t i = 0; i < cfg_.run.eval_batches && data_.next_valid_batch(batch_); ++i) {
+    model_->forward(batch_, /*need_grad=*/false);
+    const std::vector<float> nll = model_->token_nll();
+    for (size_t t = 0; t < nll.size(); ++t) {
+      if (batch_.targets[t] >= 0) {
+        nll_sum += nll[t];
+        ++out.tokens;
+      }
+    }
+    out.bytes += data_.target_bytes(batch_);
+  }
+  if (out.tokens > 0) {
+    out.loss = nll_sum / static_cast<double>(out.tokens);
+    out.ppl = std::exp(out.loss);
+    out.bpb = out.bytes > 0 ? nll_sum / (std::log(2.0) * static_cast<double>(out.bytes)) : 0;
+  }
+  return out;
+}
+
+void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps_in_window) {
+  const double tokens_per_step =
+      static_cast<double>(cfg_.train.grad_accum * cfg_.train.batch_size * cfg_.train.seq_len);
+  const double tok_per_s = window_seconds > 0 ? tokens_per_step * steps_in_window / window_seconds : 0;
+  const double mfu = opts_.peak_flops > 0 ? flops_per_token_ * tok_per_s / opts_.peak_flops : 0;
+  const double sec_per_step = steps_this_process_ > 0 ? train_seconds_ / steps_this_process_ : 0;
+  const double eta = sec_per_step * static_cast<double>(cfg_.train.max_steps - step_);
+
+  std::string aux;
+  for (const char* name : {"lb", "z", "sp", "cp"}) {
+    if (!cfg_.loss.has(name)) continue;
+    double v = name[0] == 'l' ? r.loss.lb : name[0] == 'z' ? r.loss.z
+               : name[0] == 's' ? r.loss.sp : r.loss.cp;
+    aux += fmt::format(" {} {:.4f}", name, v);
+  }
+  spdlog::info("step {:>6}/{} | loss {:.4f} | lm {:.4f}{} | lr {:.2e} | gnorm {:.3f} | {} tok/s"
+               " | mfu {:.1f}% | eta {}", step_, cfg_.train.max_steps, r.loss.total, r.loss.lm,
+               aux, r.lr, r.grad_norm, format_rate(tok_per_s), 100.0 * mfu, format_duration(eta));
+
+  eval::RoutingAccumulator acc;
+  acc.add(model_->routing());
+  nlohmann::json rec = {{"type", "train"},      {"step", step_},
+                        {"loss", r.loss.total}, {"lm", r.loss.lm},
+                        {"lb", r.loss.lb},      {"z", r.loss.z},
+                        {"sp", r.loss.sp},      {"cp", r.loss.cp},
+                        {"lr", r.lr},           {"grad_norm", r.grad_norm},
+                        {"tokens", tokens_seen_}, {"tok_per_s", tok_per_s},
+                        {"mfu", mfu},           {"routing", routing_record(acc.finish())}};
+  write_metrics(rec);
+}
+
+void Trainer::log_valid(const ValidResult& v) {
+  if (v.tokens == 0) {
+    spdlog::warn("step {}: no validation data (data.valid is empty and valid_fraction gave no "
+                 "held-out text); skipping validation", step_);
+    return;
+  }
+  spdlog::info("step {:>6}/{} | valid loss {:.4f} | ppl {:.2f} | bpb {:.4f} | {} tokens", step_,
+               cfg_.train.max_steps, v.loss, v.ppl, v.bpb, v.tokens);
+  write_metrics({{"type", "valid"}, {"step", step_}, {"val_loss", v.loss}, {"val_ppl", v.ppl},
+                 {"val_bpb", v.bpb}, {"val_tokens", v.tokens}, {"val_bytes", v.bytes}});
+}
+
+std::string Trainer::save() {
+  TrainerState st;
+  st.step = step_;
+  st.tokens_seen = tokens_seen_;
+  st.lr = last_lr_;
+  st.data_state = data_.train_state();
+  auto t0 = std::chrono::steady_clock::now();
+  std::string dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
+                                    data_.tokenizer_model_bytes(), st);
+  prune_checkpoints(cfg_.run.out_dir, cfg_.run.keep_last);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("saved checkpoint {} ({:.1f}s)", dir, secs);
+  return dir;
+}
+
+TrainOutcome Trainer::run() {
+  StopSignals signals;
+  const int64_t last = opts_.stop_at_step > 0
+                           ? std::min(opts_.stop_at_step, cfg_.train.max_steps)
+                           : cfg_.train.max_steps;
+  if (step_ >= last) {
+    spdlog::info("nothing to do: the run is at step {} and stops at {}", step_, last);
+    return TrainOutcome::kFinished;
+  }
+  spdlog::info("training steps {}..{} of {} ({} params, {} active; {:.3g} GFLOP/token)",
+               step_ + 1, last, cfg_.train.max_steps, params_total(cfg_.model),
+               params_active(cfg_.model), flops_per_token_ / 1e9);
+  double window_seconds = 0;
+  int64_t window_steps = 0;
+  while (step_ < last) {
+    auto t0 = std::chrono::steady_clock::now();
+    StepResult r = train_step();
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    train_seconds_ += secs;
+    window_seconds += secs;
+    ++window_steps;
+    ++steps_this_process_;
+    // Logging and validation depend on the step only (not on where this process stops), so a
+    // run stopped and resumed writes the same records as one that ran straight through.
+    const bool final_step = step_ == last;
+    if (step_ % cfg_.run.log_every == 0 || step_ == cfg_.train.max_steps) {
+      log_step(r, window_seconds, window_steps);
+      window_seconds = 0;
+      window_steps = 0;
+    }
+    if (cfg_.run.eval_every > 0 &&
+        (step_ % cfg_.run.eval_every == 0 || step_ == cfg_.train.max_steps)) {
+      log_valid(validate());
+    }
+    const bool signalled = g_stop_signal.load() != 0;
+    if ((cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0) || final_step ||
+        signalled) {
+      save();
+    }
+    if (signalled) {
+      spdlog::warn("stopped by signal {} after step {}; continue with --resume {}",
+                   g_stop_signal.load(), step_, cfg_.run.out_dir);
+      return TrainOutcome::kInterrupted;
+    }
+  }
+  return step_ == cfg_.train.max_steps ? TrainOutcome::kFinished : TrainOutcome::kStopped;
+}
+
+}  // namespace moe

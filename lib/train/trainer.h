@@ -1,0 +1,79 @@
+// The training loop of moetrain: micro-batches with gradient accumulation, global-norm
+// clipping, AdamW under the learning-rate schedule, bias balancing, periodic validation
+// (loss, perplexity, bits per byte), a log line and a metrics.jsonl record every
+// run.log_every steps (losses, lr, grad norm, tokens/s, MFU, ETA, per-layer routing statistics),
+// and atomic checkpoints from which a run resumes bit-identically.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "model/model.h"
+#include "train/data_source.h"
+#include "train/optimizer.h"
+
+namespace moe {
+
+struct TrainerOptions {
+  std::string resume_checkpoint;  // a verified checkpoint directory, or "" for a fresh run
+  int64_t stop_at_step = 0;       // > 0: save a checkpoint and stop after this step (as if
+                                  // interrupted; the schedule still spans train.max_steps)
+  double peak_flops = 0;          // device peak FLOP/s for the MFU estimate (0: no MFU)
+};
+
+enum class TrainOutcome { kFinished, kStopped, kInterrupted };
+
+class Trainer {
+ public:
+  // cfg must be resolved (model.vocab_size set). The run directory is cfg.run.out_dir.
+  Trainer(const Config& cfg, Backend& backend, TrainingData& data, const TrainerOptions& opts);
+  ~Trainer();
+
+  // Trains until train.max_steps (or stop_at_step, or SIGINT/SIGTERM, after which it saves a
+  // checkpoint and returns kInterrupted).
+  TrainOutcome run();
+
+  MoeModel& model() { return *model_; }
+  AdamW& optimizer() { return *optimizer_; }
+  int64_t step() const { return step_; }
+  // Writes a checkpoint of the current state (and prunes old ones); returns its directory.
+  std::string save();
+
+  struct StepResult {
+    LossValues loss;  // means over the micro-batches
+    double grad_norm = 0;
+    double lr = 0;
+  };
+  // One optimizer update (exposed for tests).
+  StepResult train_step();
+  struct ValidResult {
+    double loss = 0, ppl = 0, bpb = 0;
+    int64_t tokens = 0, bytes = 0;
+  };
+  ValidResult validate();
+
+ private:
+  void log_step(const StepResult& r, double step_seconds, int64_t steps_in_window);
+  void log_valid(const ValidResult& v);
+  void open_metrics(bool resuming);
+  void write_metrics(const nlohmann::json& record);
+
+  Config cfg_;
+  Backend& backend_;
+  TrainingData& data_;
+  TrainerOptions opts_;
+  std::unique_ptr<MoeModel> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::ofstream metrics_;
+  Batch batch_;
+  int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;
+  double last_lr_ = 0;
+  double flops_per_token_ = 0;
+  double train_seconds_ = 0;   // time spent in train_step in this process
+  int64_t steps_this_process_ = 0;
+};
+
+}  // namespace moe
