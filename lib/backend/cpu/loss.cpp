@@ -60,9 +60,7 @@ void token_gram(std::vector<double>& gram, std::vector<double>& norm, const T* z
     const T* za = z + static_cast<int64_t>(rows[a]) * width;
     for (int64_t b = a; b < k; ++b) {
       const T* zb = z + static_cast<int64_t>(rows[b]) * width;
-      double dot = 0;
-      for (int64_t c = 0; c < width; ++c) dot += static_cast<double>(za[c]) * zb[c];
-      gram[a * k + b] = gram[b * k + a] = dot;
+      gram[a * k + b] = gram[b * k + a] = cpu::lane_dot(za, zb, width);
     }
   }
   for (int64_t a = 0; a < k; ++a) norm[a] = std::max(std::sqrt(gram[a * k + a]), kCosNormFloor);

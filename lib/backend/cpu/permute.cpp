@@ -202,12 +202,8 @@ void CpuBackend::moe_unpermute_backward(Tensor& dyp, Tensor& dweight, const Tens
         const T w_tj = w[t * k + j];
         const T* yp_row = rows + row * d;
         T* dyp_row = g_rows + row * d;
-        T dot = 0;
-        for (int64_t c = 0; c < d; ++c) {
-          dyp_row[c] = w_tj * g_t[c];
-          dot += g_t[c] * yp_row[c];
-        }
-        g_w[t * k + j] = dot;
+        for (int64_t c = 0; c < d; ++c) dyp_row[c] = w_tj * g_t[c];
+        g_w[t * k + j] = static_cast<T>(cpu::lane_dot(g_t, yp_row, d));
       }
     }
   });
