@@ -58,7 +58,8 @@ TEST(Embedding, BackwardAccumulatesRepeatedIdsAndMatchesFiniteDifferences) {
   std::vector<double> prefill = random_normal(V * d, 6);  // parameter grads accumulate
   Tensor dtable = to_tensor(be, prefill, {V, d}, kF64);
   be.embedding_backward(dtable, to_tensor(be, proj.r, {N, d}, kF64), tids);
-  expect_gradient_matches(loss, table, difference(to_host(be, dtable), prefill), "embedding dtable");
+  expect_gradient_matches(loss, table, difference(to_host(be, dtable), prefill),
+                          "embedding dtable");
 }
 
 TEST(Embedding, RejectsOutOfRangeIds) {

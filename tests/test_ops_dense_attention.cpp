@@ -93,8 +93,9 @@ AttnDims dims(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hd) {
 
 TEST(Attention, ForwardMatchesNaiveReference) {
   CpuBackend be(2);
+  // T = 150 spans three causal query blocks of the CPU kernel (64 + 64 + 22).
   for (const AttnDims& d : {dims(2, 13, 4, 2, 6), dims(1, 5, 3, 3, 10), dims(3, 1, 2, 1, 4),
-                            dims(1, 9, 4, 1, 8)}) {
+                            dims(1, 9, 4, 1, 8), dims(2, 150, 4, 2, 8)}) {
     SCOPED_TRACE(::testing::Message() << "B " << d.batch << " T " << d.seq << " H " << d.heads
                                       << " KV " << d.kv_heads << " hd " << d.head_dim);
     Qkv in = random_qkv(d, 100 + d.seq);
@@ -126,9 +127,10 @@ TEST(Attention, BackwardMatchesFiniteDifferencesWithGqa) {
   expect_gradient_matches(loss, in.v, to_host(be, dv), "attention dv");
 }
 
+// T = 70 crosses a causal query block boundary (64) of the CPU kernel.
 TEST(Attention, BackwardMatchesFiniteDifferencesLongerSequence) {
   CpuBackend be(1);
-  const AttnDims d = dims(1, 13, 2, 1, 10);
+  const AttnDims d = dims(1, 70, 2, 1, 10);
   Qkv in = random_qkv(d, 300);
   RandomProjection proj(d.seq * d.heads * d.head_dim, 301);
   auto loss = [&] { return proj(to_host(be, run_forward(be, in, d, kF64).out)); };
@@ -143,7 +145,7 @@ TEST(Attention, BackwardMatchesFiniteDifferencesLongerSequence) {
 }
 
 TEST(Attention, IsIndependentOfThreadCount) {
-  const AttnDims d = dims(3, 64, 4, 2, 16);
+  const AttnDims d = dims(3, 100, 4, 2, 16);
   Qkv in = random_qkv(d, 400);
   std::vector<double> dout = random_normal(d.batch * d.seq * d.heads * d.head_dim, 401);
   std::vector<std::vector<double>> results[5];
