@@ -266,11 +266,12 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
       for (int u = 0; u < kBwdElems; ++u) {
         const int e = threadIdx.x + kAttnThreads * u;
-        if (e >= n_elems) break;
-        const int j = e / hd, d = e % hd;
-        for (int r = 0; r < kBwdQueryChunk; ++r) {
-          acc_dv[u] = fmaf(p_s[r * kKeyTile + j], do_s[r * hd + d], acc_dv[u]);
-          acc_dk[u] = fmaf(ds_s[r * kKeyTile + j], q_s[r * hd + d], acc_dk[u]);
+        if (e < n_elems) {  // no break: keeps the loop unrolled and the accumulators in registers
+          const int j = e / hd, d = e % hd;
+          for (int r = 0; r < kBwdQueryChunk; ++r) {
+            acc_dv[u] = fmaf(p_s[r * kKeyTile + j], do_s[r * hd + d], acc_dv[u]);
+            acc_dk[u] = fmaf(ds_s[r * kKeyTile + j], q_s[r * hd + d], acc_dk[u]);
+          }
         }
       }
     }
@@ -278,11 +279,11 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
   for (int u = 0; u < kBwdElems; ++u) {
     const int e = threadIdx.x + kAttnThreads * u;
-    if (e >= n_elems) break;
     const int j = e / hd, d = e % hd, key = key0 + j;
-    if (key >= g.seq) continue;
-    dk[g.kv_index(b, key, kvh) + d] = from_f<T>(acc_dk[u]);
-    dv[g.kv_index(b, key, kvh) + d] = from_f<T>(acc_dv[u]);
+    if (e < n_elems && key < g.seq) {
+      dk[g.kv_index(b, key, kvh) + d] = from_f<T>(acc_dk[u]);
+      dv[g.kv_index(b, key, kvh) + d] = from_f<T>(acc_dv[u]);
+    }
   }
 }
 
