@@ -157,6 +157,15 @@ TEST(RoutingStats, OverlapUndefinedForTop1AndNullInJson) {
   EXPECT_DOUBLE_EQ(j["layers"][0]["load_fraction"][1].get<double>(), 0.5);
 }
 
+TEST(RoutingStats, OverlapUnmeasuredIsNaN) {
+  RoutingAccumulator acc(/*overlap_measured=*/false);
+  acc.add({layer_a(), layer_b()});
+  const RoutingSummary s = acc.finish();
+  EXPECT_TRUE(std::isnan(s.overlap));
+  EXPECT_TRUE(std::isnan(s.layers[0].overlap));
+  EXPECT_NEAR(s.layers[0].topk_mass, 0.725, 1e-6);  // everything else unchanged
+}
+
 TEST(RoutingStats, JsonCarriesPathwayMatrices) {
   RoutingAccumulator acc;
   acc.add({layer_a(), layer_b()});

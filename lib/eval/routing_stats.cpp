@@ -241,6 +241,7 @@ RoutingSummary RoutingAccumulator::finish() const {
   for (const LayerSums& acc : layers_) {
     out.layers.push_back(finish_layer(acc.layer, acc.n_experts, acc.top_k, acc.entropy,
                                       acc.topk_mass, acc.sp, acc.load, acc.prob, n_tokens_));
+    if (!overlap_measured_) out.layers.back().overlap = kNaN;
   }
   for (size_t l = 0; l < pairs_.size(); ++l) {
     out.pathways.push_back(

@@ -76,6 +76,10 @@ struct RoutingSummary {
 
 class RoutingAccumulator {
  public:
+  // MoeModel computes LayerRouting::sp_value only when its LossConfig has "sp". Pass false when
+  // the routing comes from a model without it: overlap is then reported as NaN (unmeasured),
+  // never as a misleading 0.
+  explicit RoutingAccumulator(bool overlap_measured = true) : overlap_measured_(overlap_measured) {}
   // Adds one forward pass. `keep`, when non-empty, has one entry per token (n_tokens of every
   // layer) and excludes tokens whose entry is 0 (padding). Every call must have the same MoE
   // layers (layer index, E, k) as the first one.
@@ -98,6 +102,7 @@ class RoutingAccumulator {
   void start(const std::vector<LayerRouting>& routing);
   static std::vector<int32_t> top1_experts(const LayerRouting& r);
 
+  bool overlap_measured_ = true;
   int64_t n_tokens_ = 0;
   std::vector<LayerSums> layers_;
   std::vector<PairSums> pairs_;

@@ -102,24 +102,36 @@ void check_model_config(const ModelConfig& c, const LossConfig& lc, int64_t max_
             "model: compute dtype must be f32, f64 or bf16, found {}", dtype_name(dtype));
 }
 
-// Host copy of any floating tensor as floats.
-std::vector<float> download_floats(Backend& be, const Tensor& t) {
+// Host copy of any floating tensor as doubles (exact for f32/f64/bf16), and as floats.
+std::vector<double> download_doubles(Backend& be, const Tensor& t) {
   switch (t.dtype()) {
-    case DType::kF32: return be.download_vec<float>(t);
-    case DType::kF64: {
-      std::vector<double> d = be.download_vec<double>(t);
-      return std::vector<float>(d.begin(), d.end());
+    case DType::kF32: {
+      std::vector<float> f = be.download_vec<float>(t);
+      return std::vector<double>(f.begin(), f.end());
     }
+    case DType::kF64: return be.download_vec<double>(t);
     case DType::kBF16: {
       std::vector<uint16_t> b(static_cast<size_t>(t.numel()));
       be.download(b.data(), t, b.size() * 2);
-      std::vector<float> f(b.size());
-      for (size_t i = 0; i < b.size(); ++i) f[i] = bf16_to_f32(b[i]);
-      return f;
+      std::vector<double> d(b.size());
+      for (size_t i = 0; i < b.size(); ++i) d[i] = bf16_to_f32(b[i]);
+      return d;
     }
     case DType::kI32: break;
   }
-  MOE_FAIL("download_floats: {} is not a floating dtype", dtype_name(t.dtype()));
+  MOE_FAIL("download: {} is not a floating dtype", dtype_name(t.dtype()));
+}
+
+std::vector<float> download_floats(Backend& be, const Tensor& t) {
+  if (t.dtype() == DType::kF32) return be.download_vec<float>(t);
+  std::vector<double> d = download_doubles(be, t);
+  return std::vector<float>(d.begin(), d.end());
+}
+
+double download_sum(Backend& be, const Tensor& t) {
+  double s = 0;
+  for (double x : download_doubles(be, t)) s += x;
+  return s;
 }
 
 }  // namespace
@@ -318,15 +330,14 @@ LossValues MoeModel::loss_values() {
   MOE_CHECK(m.have_forward, "loss_values() called before forward()");
   LossValues v;
   v.n_tokens = m.n_valid;
-  std::vector<float> nll = token_nll();
-  double sum = 0;
-  for (float x : nll) sum += x;
-  v.lm = m.n_valid > 0 ? sum / static_cast<double>(m.n_valid) : 0.0;
+  // Summed in double in token order on the host: the same value whatever the thread count.
+  const double nll_sum = download_sum(backend_, head_rows(m.token_nll, m.n_tokens));
+  v.lm = m.n_valid > 0 ? nll_sum / static_cast<double>(m.n_valid) : 0.0;
   if (m.n_moe_layers > 0) {
-    for (float x : download_floats(backend_, m.lb_values)) v.lb += x;
-    for (float x : download_floats(backend_, m.z_values)) v.z += x;
-    for (float x : download_floats(backend_, m.sp_values)) v.sp += x;
-    v.cp = download_floats(backend_, m.cp_value)[0];
+    v.lb = download_sum(backend_, m.lb_values);
+    v.z = download_sum(backend_, m.z_values);
+    v.sp = download_sum(backend_, m.sp_values);
+    v.cp = download_sum(backend_, m.cp_value);
   }
   const LossConfig& lc = loss_cfg_;
   v.total = v.lm + (lc.has("lb") ? lc.lb_coef * v.lb : 0.0) + (lc.has("z") ? lc.z_coef * v.z : 0.0) +
@@ -351,7 +362,7 @@ std::vector<LayerRouting> MoeModel::routing() {
   MOE_CHECK(m.have_forward, "routing() called before forward()");
   std::vector<LayerRouting> out;
   if (m.n_moe_layers == 0) return out;
-  std::vector<float> sp = download_floats(backend_, m.sp_values);
+  std::vector<double> sp = download_doubles(backend_, m.sp_values);
   for (Layer& layer : m.layers) {
     if (!layer.is_moe) continue;
     LayerRouting r;

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "io/safetensors.h"
+#include "model/weights_io.h"
 #include "train/optimizer.h"
 
 namespace fs = std::filesystem;
@@ -93,37 +94,6 @@ std::string run_dir_of_checkpoint(const std::string& checkpoint_dir) {
   return p.parent_path().parent_path().string();
 }
 
-void save_model_weights(MoeModel& model, const std::string& path) {
-  SafeTensorsWriter out;
-  Backend& be = model.backend();
-  for (auto& p : model.params()) out.add_f32(p.name, p.value.shape(), be.download_vec<float>(p.value));
-  out.set_metadata("format", "pt");
-  out.write(path, /*atomic=*/false);
-}
-
-void load_model_weights(MoeModel& model, const std::string& path) {
-  SafeTensorsReader in(path);
-  Backend& be = model.backend();
-  size_t expected = 0;
-  for (auto& p : model.params()) {
-    MOE_CHECK(in.has(p.name), "{}: tensor '{}' is missing (was the checkpoint made with another "
-              "model config?)", path, p.name);
-    MOE_CHECK(in.shape(p.name) == p.value.shape(), "{}: tensor '{}' has shape {}, the model "
-              "expects {}", path, p.name, shape_str(in.shape(p.name)), shape_str(p.value.shape()));
-    be.upload_vec(p.value, in.to_f32(p.name));
-    if (p.lowp.defined()) be.convert(p.lowp, p.value);
-    ++expected;
-  }
-  if (in.names().size() != expected) {
-    for (const auto& name : in.names()) {
-      bool known = false;
-      for (auto& p : model.params()) known = known || p.name == name;
-      MOE_CHECK(known, "{}: unexpected tensor '{}' (was the checkpoint made with another model "
-                "config?)", path, name);
-    }
-  }
-}
-
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeModel& model,
                             AdamW& optimizer, const std::string& tokenizer_model_bytes,
                             const TrainerState& state) {
@@ -136,7 +106,7 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeMo
   fs::remove_all(tmp);
   fs::create_directories(tmp);
 
-  save_model_weights(model, (tmp / "model.safetensors").string());
+  save_weights(model, (tmp / "model.safetensors").string());
   SafeTensorsWriter opt;
   optimizer.save(opt);
   opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
@@ -223,7 +193,7 @@ TrainerState load_trainer_state(const std::string& dir) {
 }
 
 void load_training_state(const std::string& dir, MoeModel& model, AdamW& optimizer) {
-  load_model_weights(model, (fs::path(dir) / "model.safetensors").string());
+  load_weights(model, (fs::path(dir) / "model.safetensors").string());
   SafeTensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
   optimizer.load(opt);
 }

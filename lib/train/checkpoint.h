@@ -1,6 +1,6 @@
 // Checkpoints (SPEC §4): one directory per checkpoint,
 //   <run_dir>/checkpoints/step_XXXXXXXX/
-//     model.safetensors      parameters, Hugging Face names, f32
+//     model.safetensors      parameters, Hugging Face names, f32 (model/weights_io.h)
 //     optimizer.safetensors  AdamW moments "exp_avg.<name>", "exp_avg_sq.<name>"
 //     config.yaml            the resolved config (vocab_size filled in)
 //     tokenizer.model        the sentencepiece model the data was encoded with
@@ -65,11 +65,6 @@ Config load_checkpoint_config(const std::string& checkpoint_dir);
 TrainerState load_trainer_state(const std::string& checkpoint_dir);
 // Restores the weights and the optimizer moments of a verified checkpoint.
 void load_training_state(const std::string& checkpoint_dir, MoeModel& model, AdamW& optimizer);
-
-// The parameters as safetensors (f32, HF names) and back. Loading requires exactly the model's
-// tensor names and shapes; the error names the first mismatch.
-void save_model_weights(MoeModel& model, const std::string& path);
-void load_model_weights(MoeModel& model, const std::string& path);
 
 // For moeeval / moeinfer: a checkpoint's config, a model built for max_batch x seq on `backend`
 // with the checkpoint's weights, and the path of its tokenizer.model.

@@ -3,6 +3,7 @@
 // the model.)
 #include <filesystem>
 
+#include "model/weights_io.h"
 #include "train/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -29,7 +30,7 @@ LoadedCheckpoint load_checkpoint_for_eval(const std::string& dir, Backend& backe
                             : DType::kF32;
   out.model = std::make_unique<MoeModel>(out.config.model, out.config.loss, backend, max_batch,
                                          seq, compute);
-  load_model_weights(*out.model, (fs::path(dir) / "model.safetensors").string());
+  load_weights(*out.model, (fs::path(dir) / "model.safetensors").string());
   out.tokenizer_path = (fs::path(dir) / "tokenizer.model").string();
   return out;
 }

@@ -235,7 +235,7 @@ void Trainer::log_valid(const ValidResult& v) {
                  {"val_bpb", v.bpb}, {"val_tokens", v.tokens}, {"val_bytes", v.bytes}});
 }
 
-void Trainer::save() {
+std::string Trainer::save() {
   TrainerState st;
   st.step = step_;
   st.tokens_seen = tokens_seen_;
@@ -247,6 +247,7 @@ void Trainer::save() {
   prune_checkpoints(cfg_.run.out_dir, cfg_.run.keep_last);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("saved checkpoint {} ({:.1f}s)", dir, secs);
+  return dir;
 }
 
 TrainOutcome Trainer::run() {

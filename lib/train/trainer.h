@@ -36,7 +36,10 @@ class Trainer {
   TrainOutcome run();
 
   MoeModel& model() { return *model_; }
+  AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
+  // Writes a checkpoint of the current state (and prunes old ones); returns its directory.
+  std::string save();
 
   struct StepResult {
     LossValues loss;  // means over the micro-batches
@@ -54,7 +57,6 @@ class Trainer {
  private:
   void log_step(const StepResult& r, double step_seconds, int64_t steps_in_window);
   void log_valid(const ValidResult& v);
-  void save();
   void open_metrics(bool resuming);
   void write_metrics(const nlohmann::json& record);
 

@@ -31,7 +31,9 @@ double Rng::normal() {  // Box-Muller; uses one of the pair
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
 }
 
-int64_t Rng::below(int64_t n) { return static_cast<int64_t>(next_u64() % static_cast<uint64_t>(n)); }
+int64_t Rng::below(int64_t n) {
+  return static_cast<int64_t>(next_u64() % static_cast<uint64_t>(n));
+}
 
 std::vector<double> random_normal(size_t n, uint64_t seed, double stddev, double mean) {
   Rng rng(seed);

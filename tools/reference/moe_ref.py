@@ -76,6 +76,10 @@ def model_config(given):
 
 def loss_config(given):
     cfg = resolve("loss", LOSS_DEFAULTS, given, "loss")
+    if cfg["losses"] is None:
+        cfg["losses"] = []
+    elif isinstance(cfg["losses"], str):  # "lb,sp,cp", as the C++ config also accepts
+        cfg["losses"] = [x.strip() for x in cfg["losses"].split(",") if x.strip()]
     for name in cfg["losses"]:
         if name not in LOSS_NAMES:
             raise ValueError(f"loss.losses: unknown loss '{name}', expected one of {LOSS_NAMES}")

@@ -224,8 +224,40 @@ def safetensors_check():
     check(ok and n % 8 == 0, "safetensors round trip (F32, I32, empty), header padded to 8")
 
 
+def train_torch_check():
+    """The benchmark peer learns: 30 steps on one repeated token sequence lower the loss a lot."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = os.path.join(tmp, "tiny.yaml")
+        with open(cfg_path, "w") as out:
+            out.write("model: {vocab_size: 32, d_model: 16, n_layers: 2, n_experts: 4, top_k: 2,\n"
+                      "        expert_ffn_dim: 16, arch: deepseek, n_shared_experts: 1,\n"
+                      "        dense_layers: 1, ffn_dim: 32}\n"
+                      "loss: {losses: 'lb,z,sp,cp', balance: bias}\n"
+                      "train: {batch_size: 2, seq_len: 16, grad_accum: 2, lr: 0.01,\n"
+                      "        warmup_steps: 0, schedule: constant}\n")
+        tokens = os.path.join(tmp, "tokens.npy")
+        np.save(tokens, np.arange(17, dtype=np.int32) % 32)
+        res = subprocess.run([sys.executable, os.path.join(here, "train_torch.py"), "--config",
+                              cfg_path, "--threads", "1", "--steps", "30", "--warmup", "2",
+                              "--tokens", tokens], capture_output=True, text=True)
+    ok = res.returncode == 0
+    if ok:
+        import json
+        report = json.loads(res.stdout.strip().splitlines()[-1])
+        first = float(res.stderr.split("loss ")[1].split()[0])
+        ok = report["impl"] == "torch" and report["tokens_per_s"] > 0 and \
+            report["final_loss"] < 0.5 * first
+        print(f"      train_torch: first loss {first:.3f}, last {report['final_loss']:.3f}")
+    else:
+        print(res.stderr[-2000:])
+    check(ok, "train_torch.py runs (grad_accum, bias balance, given tokens) and learns")
+
+
 def main():
     torch.set_num_threads(1)
+    train_torch_check()
     tie_checks()
     uniform_routing_checks()
     sp_checks()

@@ -1,17 +1,19 @@
 // CpuBackend causal attention with grouped-query heads: query head h reads kv head
 // h / (H / KV); scores are q k^T / sqrt(hd) with the causal mask j <= i.
 //
-// Forward, per (batch, head): S = scale * Q K^T (one GEMM on strided views of q and k), a
-// row-wise softmax over j <= i that saves lse_i = log sum_j exp(S_ij), then O = P V (a second
-// GEMM). Backward recomputes P = exp(S - lse) and, with D_i = sum_c dO_ic O_ic:
+// Forward, per (batch, head) and block of queries: S = scale * Q K^T (one GEMM on strided views
+// of q and k, only over the keys the block can see), a row-wise softmax over j <= i that saves
+// lse_i = log sum_j exp(S_ij), then O = P V (a second GEMM). Backward recomputes
+// P = exp(S - lse) and, with D_i = sum_c dO_ic O_ic:
 //   dV += P^T dO,  dP = dO V^T,  dS = P (dP - D),  dQ = scale dS K,  dK += scale dS^T Q.
 // dK and dV of a kv head collect the contributions of all its query heads, so the backward pass
 // is parallel over (batch, kv head) and loops over the group's query heads in order: no two
 // threads write the same memory and the sums have a fixed order.
 //
-// Parallelism is over (batch, head) pairs with single-threaded BLAS inside. Every pair's numbers come from the same single-threaded GEMMs
-// whatever the thread count. The T x T score and probability blocks live in thread_local
-// scratch vectors reused across calls: they only allocate when T grows.
+// The forward pass is parallel over (batch, head) pairs, with single-threaded BLAS inside: every
+// pair's numbers come from the same GEMMs whatever the thread count. The score and probability
+// slabs live in thread_local scratch vectors reused across calls (they allocate only when T
+// grows).
 #include <cblas.h>
 
 #include <algorithm>
@@ -42,8 +44,9 @@ void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t 
 struct Layout {
   int64_t B, T, H, KV, hd, q_stride, kv_stride, group;
   explicit Layout(const AttnDims& d)
-      : B(d.batch), T(d.seq), H(d.heads), KV(d.kv_heads), hd(d.head_dim), q_stride(d.heads * d.head_dim),
-        kv_stride(d.kv_heads * d.head_dim), group(d.heads / d.kv_heads) {}
+      : B(d.batch), T(d.seq), H(d.heads), KV(d.kv_heads), hd(d.head_dim),
+        q_stride(d.heads * d.head_dim), kv_stride(d.kv_heads * d.head_dim),
+        group(d.heads / d.kv_heads) {}
   int64_t q_off(int64_t b, int64_t h) const { return b * T * q_stride + h * hd; }
   int64_t kv_off(int64_t b, int64_t g) const { return b * T * kv_stride + g * hd; }
 };
@@ -54,34 +57,44 @@ template <typename T> std::vector<T>& scratch(int slot, size_t n) {
   return buffers[slot];
 }
 
-// S = scale * Q K^T for one head (full T x T; the upper triangle is masked afterwards).
+// Causal blocking: queries [i0, i1) only see keys [0, i1), so each block of kQueryBlock queries
+// computes a [i1 - i0, i1] slab of scores instead of the full T x T square (for T = 128 that is
+// 75% of the work, for T = 1024 about 53%), and scratch is bounded by kQueryBlock x T.
+constexpr int64_t kQueryBlock = 64;
+
+// S[r, j] = scale * q_{i0+r} . k_j for r < i1 - i0, j < i1 (row stride i1).
 template <typename Scalar>
-void scores(Scalar* s, const Scalar* q, const Scalar* k, const Layout& L, double scale) {
-  gemm(CblasNoTrans, CblasTrans, L.T, L.T, L.hd, scale, q, L.q_stride, k, L.kv_stride, 0.0, s,
-       L.T);
+void block_scores(Scalar* s, const Scalar* q, const Scalar* k, const Layout& L, int64_t i0,
+                  int64_t i1, double scale) {
+  gemm(CblasNoTrans, CblasTrans, i1 - i0, i1, L.hd, scale, q + i0 * L.q_stride, L.q_stride, k,
+       L.kv_stride, 0.0, s, i1);
 }
 
 template <typename Scalar>
 void attention_forward_head(Scalar* out, Scalar* lse, const Scalar* q, const Scalar* k,
                             const Scalar* v, const Layout& L, double scale) {
-  const int64_t T = L.T;
-  Scalar* s = scratch<Scalar>(0, size_t(T * T)).data();
-  scores(s, q, k, L, scale);
-  for (int64_t i = 0; i < T; ++i) {
-    Scalar* row = s + i * T;
-    Scalar mx = row[0];
-    for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
-    double sum = 0.0;
-    for (int64_t j = 0; j <= i; ++j) {
-      row[j] = std::exp(row[j] - mx);
-      sum += row[j];
+  Scalar* s = scratch<Scalar>(0, size_t(std::min(L.T, kQueryBlock) * L.T)).data();
+  for (int64_t i0 = 0; i0 < L.T; i0 += kQueryBlock) {
+    const int64_t i1 = std::min(L.T, i0 + kQueryBlock), width = i1;
+    block_scores(s, q, k, L, i0, i1, scale);
+    for (int64_t i = i0; i < i1; ++i) {  // row i sees keys j <= i
+      Scalar* row = s + (i - i0) * width;
+      Scalar mx = row[0];
+      for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
+      double sum = 0.0;
+      for (int64_t j = 0; j <= i; ++j) {
+        row[j] = std::exp(row[j] - mx);
+        sum += row[j];
+      }
+      const Scalar inv = Scalar(1.0 / sum);
+      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+      std::fill(row + i + 1, row + width, Scalar(0));
+      lse[i] = Scalar(double(mx) + std::log(sum));
     }
-    const Scalar inv = Scalar(1.0 / sum);
-    for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-    std::fill(row + i + 1, row + T, Scalar(0));
-    lse[i] = Scalar(double(mx) + std::log(sum));
+    // out[i0:i1] = P V[0:i1]
+    gemm(CblasNoTrans, CblasNoTrans, i1 - i0, L.hd, i1, 1.0, s, width, v, L.kv_stride, 0.0,
+         out + i0 * L.q_stride, L.q_stride);
   }
-  gemm(CblasNoTrans, CblasNoTrans, T, L.hd, T, 1.0, s, T, v, L.kv_stride, 0.0, out, L.q_stride);
 }
 
 // Adds the contributions of one query head to dk and dv, and writes its dq.
@@ -90,34 +103,39 @@ void attention_backward_head(Scalar* dq, Scalar* dk, Scalar* dv, const Scalar* d
                              const Scalar* q, const Scalar* k, const Scalar* v,
                              const Scalar* out, const Scalar* lse, const Layout& L,
                              double scale) {
-  const int64_t T = L.T, hd = L.hd;
-  Scalar* p = scratch<Scalar>(0, size_t(T * T)).data();
-  Scalar* dp = scratch<Scalar>(1, size_t(T * T)).data();
-  scores(p, q, k, L, scale);
-  for (int64_t i = 0; i < T; ++i) {
-    Scalar* row = p + i * T;
-    for (int64_t j = 0; j <= i; ++j) row[j] = std::exp(row[j] - lse[i]);
-    std::fill(row + i + 1, row + T, Scalar(0));
+  const int64_t hd = L.hd, qs = L.q_stride, ks = L.kv_stride;
+  const size_t slab = size_t(std::min(L.T, kQueryBlock) * L.T);
+  Scalar* p = scratch<Scalar>(0, slab).data();
+  Scalar* dp = scratch<Scalar>(1, slab).data();
+  for (int64_t i0 = 0; i0 < L.T; i0 += kQueryBlock) {
+    const int64_t i1 = std::min(L.T, i0 + kQueryBlock), rows = i1 - i0, width = i1;
+    block_scores(p, q, k, L, i0, i1, scale);
+    for (int64_t i = i0; i < i1; ++i) {  // P = exp(S - lse), masked
+      Scalar* row = p + (i - i0) * width;
+      for (int64_t j = 0; j <= i; ++j) row[j] = std::exp(row[j] - lse[i]);
+      std::fill(row + i + 1, row + width, Scalar(0));
+    }
+    const Scalar* dout_blk = dout + i0 * qs;
+    // dV[0:i1] += P^T dO[i0:i1];  dP = dO[i0:i1] V[0:i1]^T
+    gemm(CblasTrans, CblasNoTrans, width, hd, rows, 1.0, p, width, dout_blk, qs, 1.0, dv, ks);
+    gemm(CblasNoTrans, CblasTrans, rows, width, hd, 1.0, dout_blk, qs, v, ks, 0.0, dp, width);
+    for (int64_t i = i0; i < i1; ++i) {  // dS = P (dP - D_i), D_i = dO_i . O_i, over dp
+      const Scalar* o = out + i * qs;
+      const Scalar* d = dout + i * qs;
+      double di = 0.0;
+      for (int64_t c = 0; c < hd; ++c) di += double(o[c]) * d[c];
+      const Scalar D = Scalar(di);
+      Scalar* ds = dp + (i - i0) * width;
+      const Scalar* pr = p + (i - i0) * width;
+      for (int64_t j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - D);
+      std::fill(ds + i + 1, ds + width, Scalar(0));
+    }
+    // dQ[i0:i1] = scale dS K[0:i1] (overwrites);  dK[0:i1] += scale dS^T Q[i0:i1]
+    gemm(CblasNoTrans, CblasNoTrans, rows, hd, width, scale, dp, width, k, ks, 0.0, dq + i0 * qs,
+         qs);
+    gemm(CblasTrans, CblasNoTrans, width, hd, rows, scale, dp, width, q + i0 * qs, qs, 1.0, dk,
+         ks);
   }
-  // dV += P^T dO
-  gemm(CblasTrans, CblasNoTrans, T, hd, T, 1.0, p, T, dout, L.q_stride, 1.0, dv, L.kv_stride);
-  // dP = dO V^T
-  gemm(CblasNoTrans, CblasTrans, T, T, hd, 1.0, dout, L.q_stride, v, L.kv_stride, 0.0, dp, T);
-  // dS = P (dP - D), written over dp
-  for (int64_t i = 0; i < T; ++i) {
-    const Scalar* o = out + i * L.q_stride;
-    const Scalar* d = dout + i * L.q_stride;
-    double di = 0.0;
-    for (int64_t c = 0; c < hd; ++c) di += double(o[c]) * d[c];
-    const Scalar D = Scalar(di);
-    Scalar* ds = dp + i * T;
-    const Scalar* pr = p + i * T;
-    for (int64_t j = 0; j <= i; ++j) ds[j] = pr[j] * (ds[j] - D);
-    std::fill(ds + i + 1, ds + T, Scalar(0));
-  }
-  // dQ = scale dS K (overwrites), dK += scale dS^T Q
-  gemm(CblasNoTrans, CblasNoTrans, T, hd, T, scale, dp, T, k, L.kv_stride, 0.0, dq, L.q_stride);
-  gemm(CblasTrans, CblasNoTrans, T, hd, T, scale, dp, T, q, L.q_stride, 1.0, dk, L.kv_stride);
 }
 
 void check_attention(const Tensor& q, const AttnDims& d, const char* op,
@@ -154,6 +172,7 @@ void CpuBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, co
                   {{&lse, "lse"}});
   const Layout L(dims);
   const double scale = 1.0 / std::sqrt(double(L.hd));
+  const int team = cpu::team(threads_, L.B * L.H * L.T * L.T * L.hd);
   cpu::dispatch_float(q.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     T* po = out.ptr<T>();
@@ -161,7 +180,7 @@ void CpuBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, co
     const T* pq = q.ptr<T>();
     const T* pk = k.ptr<T>();
     const T* pv = v.ptr<T>();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(cpu::team(threads_, L.B * L.H * L.T * L.T * L.hd))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
     for (int64_t bh = 0; bh < L.B * L.H; ++bh) {
       const int64_t b = bh / L.H, h = bh % L.H, g = h / L.group;
       attention_forward_head(po + L.q_off(b, h), pl + bh * L.T, pq + L.q_off(b, h),
@@ -179,6 +198,7 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
                   {{&k, "k"}, {&v, "v"}, {&dk, "dk"}, {&dv, "dv"}}, {{&lse, "lse"}});
   const Layout L(dims);
   const double scale = 1.0 / std::sqrt(double(L.hd));
+  const int team = cpu::team(threads_, L.B * L.H * L.T * L.T * L.hd);
   cpu::dispatch_float(q.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     T* pdq = dq.ptr<T>();
@@ -190,7 +210,7 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
     const T* pv = v.ptr<T>();
     const T* po = out.ptr<T>();
     const T* pl = lse.ptr<T>();
-#pragma omp parallel for schedule(dynamic, 1) num_threads(cpu::team(threads_, L.B * L.H * L.T * L.T * L.hd))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
     for (int64_t bg = 0; bg < L.B * L.KV; ++bg) {
       const int64_t b = bg / L.KV, g = bg % L.KV;
       T* dk_bg = pdk + L.kv_off(b, g);

@@ -60,9 +60,7 @@ void token_gram(std::vector<double>& gram, std::vector<double>& norm, const T* z
     const T* za = z + static_cast<int64_t>(rows[a]) * width;
     for (int64_t b = a; b < k; ++b) {
       const T* zb = z + static_cast<int64_t>(rows[b]) * width;
-      double dot = 0;
-      for (int64_t c = 0; c < width; ++c) dot += static_cast<double>(za[c]) * zb[c];
-      gram[a * k + b] = gram[b * k + a] = dot;
+      gram[a * k + b] = gram[b * k + a] = cpu::lane_dot(za, zb, width);
     }
   }
   for (int64_t a = 0; a < k; ++a) norm[a] = std::max(std::sqrt(gram[a * k + a]), kCosNormFloor);
@@ -74,7 +72,8 @@ void sp_forward_impl(int threads, Tensor& loss, const Tensor& z, const Tensor& t
   const T* zp = z.ptr<T>();
   const int32_t* tr = token_row.ptr<int32_t>();
   std::vector<double> per_token(static_cast<size_t>(n_tokens), 0.0);
-#pragma omp parallel num_threads(threads)
+  const int n_threads = cpu::team(threads, n_tokens * k * k * width);
+#pragma omp parallel num_threads(n_threads)
   {
     std::vector<double> gram(static_cast<size_t>(k * k)), norm(static_cast<size_t>(k));
 #pragma omp for schedule(static)
@@ -104,10 +103,11 @@ void sp_backward_impl(int threads, Tensor& dz, const Tensor& z, const Tensor& to
   T* dzp = dz.ptr<T>();
   const int32_t* tr = token_row.ptr<int32_t>();
   const double scale = 4.0 * static_cast<double>(coef) / static_cast<double>(n_tokens);
-#pragma omp parallel num_threads(threads)
+  const int n_threads = cpu::team(threads, n_tokens * k * k * width);
+#pragma omp parallel num_threads(n_threads)
   {
     std::vector<double> gram(static_cast<size_t>(k * k)), norm(static_cast<size_t>(k));
-    std::vector<double> row_coef(static_cast<size_t>(k));
+    std::vector<double> row_coef(static_cast<size_t>(k)), acc(static_cast<size_t>(width));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tokens; ++t) {
       const int32_t* rows = tr + t * k;
@@ -128,13 +128,13 @@ void sp_backward_impl(int threads, Tensor& dz, const Tensor& z, const Tensor& to
         self_coef = above_floor ? self_coef / (norm[a] * norm[a]) : 0.0;
         T* dza = dzp + static_cast<int64_t>(rows[a]) * width;
         const T* za = zp + static_cast<int64_t>(rows[a]) * width;
-        for (int64_t c = 0; c < width; ++c) {
-          double g = -self_coef * za[c];
-          for (int64_t b = 0; b < k; ++b) {
-            if (b != a) g += row_coef[b] * zp[static_cast<int64_t>(rows[b]) * width + c];
-          }
-          dza[c] += static_cast<T>(scale * g);
+        for (int64_t c = 0; c < width; ++c) acc[c] = -self_coef * za[c];
+        for (int64_t b = 0; b < k; ++b) {  // slot order: a fixed summation order
+          if (b == a) continue;
+          const T* zb = zp + static_cast<int64_t>(rows[b]) * width;
+          for (int64_t c = 0; c < width; ++c) acc[c] += row_coef[b] * zb[c];
         }
+        for (int64_t c = 0; c < width; ++c) dza[c] += static_cast<T>(scale * acc[c]);
       }
     }
   }
@@ -166,7 +166,8 @@ void CpuBackend::cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& 
     const T* x = logits.ptr<T>();
     T* nll = loss.ptr<T>();
     T* lse_out = lse.ptr<T>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * vocab);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       const T* x_t = x + t * vocab;
       lse_out[t] = row_logsumexp(x_t, vocab);
@@ -197,7 +198,8 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits, c
     const T* lse_in = lse.ptr<T>();
     T* dx = dlogits.ptr<T>();
     const T s = static_cast<T>(scale);
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * vocab);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       T* dx_t = dx + t * vocab;
       if (tgt[t] < 0) {
@@ -273,7 +275,8 @@ void CpuBackend::lb_loss_backward(Tensor& dprobs, const Tensor& probs, const Ten
       grad[e] = static_cast<T>(coef * n_experts * (static_cast<double>(counts[e]) / (k * n)) / n);
     }
     T* ds = dprobs.ptr<T>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * n_experts);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t e = 0; e < n_experts; ++e) ds[t * n_experts + e] += grad[e];
     }
@@ -293,7 +296,8 @@ void CpuBackend::z_loss_forward(Tensor& loss, const Tensor& logits) {
     using T = decltype(tag);
     const T* x = logits.ptr<T>();
     std::vector<T> sq(static_cast<size_t>(n_tokens));
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * n_experts);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       const T lse = row_logsumexp(x + t * n_experts, n_experts);
       sq[t] = lse * lse;
@@ -316,7 +320,8 @@ void CpuBackend::z_loss_backward(Tensor& dlogits, const Tensor& logits, float co
     T* dx = dlogits.ptr<T>();
     // d(lse^2)/dx_e = 2 lse softmax(x)_e
     const T scale = static_cast<T>(2.0 * coef / std::max<int64_t>(n_tokens, 1));
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * n_experts);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       const T* x_t = x + t * n_experts;
       const T lse = row_logsumexp(x_t, n_experts);
@@ -370,7 +375,8 @@ void CpuBackend::cp_loss_forward(Tensor& loss, const Tensor& masses) {
     using T = decltype(tag);
     const T* m = masses.ptr<T>();
     std::vector<double> per_token(static_cast<size_t>(n_tokens), 0.0);
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_layers * n_tokens);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       double sum = 0;
       for (int64_t l = 0; l + 1 < n_layers; ++l) {
@@ -394,7 +400,8 @@ void CpuBackend::cp_loss_backward(Tensor& dmasses, const Tensor& masses, float c
     T* dm = dmasses.ptr<T>();
     // dR/dm_{l,t} = -(m_{l-1,t} + m_{l+1,t}) / N, each neighbour only where it exists.
     const T scale = static_cast<T>(-static_cast<double>(coef) / std::max<int64_t>(n_tokens, 1));
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_layers * n_tokens);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t l = 0; l < n_layers; ++l) {
         T neighbours = 0;

@@ -78,21 +78,25 @@ struct Block {
 
 // Appends the blocks of rows [begin, end) of one expert.
 void add_blocks(std::vector<Block>& blocks, int64_t expert, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; r += kBlock) blocks.push_back({expert, r, std::min(end, r + kBlock)});
+  for (int64_t r = begin; r < end; r += kBlock) {
+    blocks.push_back({expert, r, std::min(end, r + kBlock)});
+  }
 }
 
-// Runs body(block) for every block, spread over threads. The task list is thread_local scratch
-// reused across calls.
-template <typename Body> void run_blocks(const std::vector<Block>& blocks, int threads, Body&& body) {
+// Runs body(block) for every block, spread over threads.
+template <typename Body>
+void run_blocks(const std::vector<Block>& blocks, int threads, Body&& body) {
   const int64_t n = static_cast<int64_t>(blocks.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n > 1)
   for (int64_t i = 0; i < n; ++i) body(blocks[static_cast<size_t>(i)]);
 }
 
-std::vector<Block>& block_scratch() {
-  thread_local std::vector<Block> blocks;
-  blocks.clear();
-  return blocks;
+// An empty task list: thread_local scratch reused across calls (no allocation once grown). Two
+// slots, so a caller can hold the lists of two products at once.
+std::vector<Block>& block_scratch(int slot) {
+  thread_local std::vector<Block> lists[2];
+  lists[slot].clear();
+  return lists[slot];
 }
 
 // Reads and validates the expert offsets: off[0] = 0, non-decreasing, off[E] = rows.
@@ -124,7 +128,7 @@ void CpuBackend::matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, boo
   cpu::check_dtype(y, x.dtype(), op, "y");
   cpu::check_shape_of(y, {x.dim(0), w.dim(0)}, op, "y");
   const int64_t m = x.dim(0), n = w.dim(0), k = x.dim(1);
-  std::vector<Block>& blocks = block_scratch();
+  std::vector<Block>& blocks = block_scratch(0);
   add_blocks(blocks, 0, 0, m);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
@@ -163,7 +167,7 @@ void CpuBackend::matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const
     const T* pw = w.ptr<T>();
     if (dx.defined()) {  // blocks of rows of dx
       T* pdx = dx.ptr<T>();
-      std::vector<Block>& blocks = block_scratch();
+      std::vector<Block>& blocks = block_scratch(0);
       add_blocks(blocks, 0, 0, m);
       run_blocks(blocks, threads_, [&](const Block& b) {
         dense_dx(pdx + b.begin * k, pdy + b.begin * n, pw, b.end - b.begin, n, k, accumulate_dx);
@@ -171,7 +175,7 @@ void CpuBackend::matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const
     }
     if (dw.defined()) {  // blocks of rows of dw (output features), each summing over all of M
       T* pdw = dw.ptr<T>();
-      std::vector<Block>& blocks = block_scratch();
+      std::vector<Block>& blocks = block_scratch(0);
       add_blocks(blocks, 0, 0, n);
       run_blocks(blocks, threads_, [&](const Block& b) {
         dense_dw_rows(pdw, pdy, px, m, n, k, b.begin, b.end);
@@ -197,7 +201,7 @@ void CpuBackend::grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor
     T* py = y.ptr<T>();
     const T* px = x.ptr<T>();
     const T* pw = w.ptr<T>();
-    std::vector<Block>& blocks = block_scratch();
+    std::vector<Block>& blocks = block_scratch(0);
     for (int64_t e = 0; e < experts; ++e) add_blocks(blocks, e, off[e], off[e + 1]);
     run_blocks(blocks, threads_, [&](const Block& b) {
       dense_forward(py + b.begin * n, px + b.begin * k, pw + b.expert * n * k, b.end - b.begin, n,
@@ -230,14 +234,14 @@ void CpuBackend::grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& d
     const T* pdy = dy.ptr<T>();
     const T* px = x.ptr<T>();
     const T* pw = w.ptr<T>();
-    std::vector<Block>& blocks = block_scratch();
+    std::vector<Block>& blocks = block_scratch(0);
     for (int64_t e = 0; e < experts; ++e) add_blocks(blocks, e, off[e], off[e + 1]);
     run_blocks(blocks, threads_, [&](const Block& b) {
       dense_dx(pdx + b.begin * k, pdy + b.begin * n, pw + b.expert * n * k, b.end - b.begin, n, k,
                false);
     });
     // dw[e] rows [begin, end) += dy_e[:, begin:end]^T x_e; experts without rows add nothing.
-    std::vector<Block>& dw_blocks = block_scratch();
+    std::vector<Block>& dw_blocks = block_scratch(1);
     for (int64_t e = 0; e < experts; ++e) {
       if (off[e + 1] > off[e]) add_blocks(dw_blocks, e, 0, n);
     }

@@ -1,6 +1,7 @@
-// Index-tensor checks shared by the CPU routing, dispatch and loss ops (router.cpp, permute.cpp,
-// loss.cpp), on top of the generic checks of cpu_common.h. Every check runs serially before an
-// op's OpenMP loop, because an exception must never escape a parallel region.
+// Index-tensor checks and a fixed-order dot product shared by the CPU routing, dispatch and loss
+// ops (router.cpp, permute.cpp, loss.cpp), on top of the generic checks of cpu_common.h. Every
+// check runs serially before an op's OpenMP loop, because an exception must never escape a
+// parallel region.
 #pragma once
 #include <cstdint>
 
@@ -38,6 +39,22 @@ inline void check_topk_idx(const Tensor& topk_idx, int64_t n_tokens, int64_t n_e
   MOE_CHECK(topk_idx.dim(0) == n_tokens && topk_idx.dim(1) >= 1, "{}: tensor 'topk_idx' has "
             "shape {}, expected [{}, k] with k >= 1", op, shape_str(topk_idx.shape()), n_tokens);
   check_index_tensor(topk_idx, n_tokens, n_experts, op, "topk_idx", "expert index");
+}
+
+// <a, b> in double with 8 interleaved accumulators (element c feeds lane c % 8) combined in a
+// fixed tree: the compiler can vectorise it (a single accumulator is a serial dependency chain it
+// may not reorder), and the result is still one fixed function of the inputs.
+template <typename T> inline double lane_dot(const T* a, const T* b, int64_t n) {
+  constexpr int kLanes = 8;
+  double lane[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lane[l] += static_cast<double>(a[c + l]) * b[c + l];
+  }
+  double tail = 0;
+  for (; c < n; ++c) tail += static_cast<double>(a[c]) * b[c];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) +
+         tail;
 }
 
 }  // namespace moe::cpu

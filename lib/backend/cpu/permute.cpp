@@ -86,7 +86,8 @@ void CpuBackend::moe_permute(Tensor& xp, const Tensor& x, const Tensor& row_toke
     T* out = xp.ptr<T>();
     const T* in = x.ptr<T>();
     const int32_t* rt = row_token.ptr<int32_t>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_rows * d);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t r = 0; r < n_rows; ++r) {
       std::copy(in + rt[r] * d, in + (rt[r] + 1) * d, out + r * d);
     }
@@ -108,7 +109,8 @@ void CpuBackend::moe_permute_backward(Tensor& dx, const Tensor& dxp, const Tenso
     T* out = dx.ptr<T>();
     const T* in = dxp.ptr<T>();
     const int32_t* tr = token_row.ptr<int32_t>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * k * d);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       T* out_t = out + t * d;
       const T* first = in + static_cast<int64_t>(tr[t * k]) * d;
@@ -140,7 +142,8 @@ void CpuBackend::moe_unpermute(Tensor& y, const Tensor& yp, const Tensor& topk_w
     const T* in = yp.ptr<T>();
     const T* w = topk_weight.ptr<T>();
     const int32_t* tr = token_row.ptr<int32_t>();
-#pragma omp parallel num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * k * d);
+#pragma omp parallel num_threads(n_threads)
     {
       // Per-token sum in slot order, then one assignment or addition into y.
       std::vector<T> sum(static_cast<size_t>(d));
@@ -190,7 +193,8 @@ void CpuBackend::moe_unpermute_backward(Tensor& dyp, Tensor& dweight, const Tens
     const T* rows = yp.ptr<T>();
     const T* w = topk_weight.ptr<T>();
     const int32_t* tr = token_row.ptr<int32_t>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * k * d);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       const T* g_t = g + t * d;
       for (int64_t j = 0; j < k; ++j) {
@@ -198,12 +202,8 @@ void CpuBackend::moe_unpermute_backward(Tensor& dyp, Tensor& dweight, const Tens
         const T w_tj = w[t * k + j];
         const T* yp_row = rows + row * d;
         T* dyp_row = g_rows + row * d;
-        T dot = 0;
-        for (int64_t c = 0; c < d; ++c) {
-          dyp_row[c] = w_tj * g_t[c];
-          dot += g_t[c] * yp_row[c];
-        }
-        g_w[t * k + j] = dot;
+        for (int64_t c = 0; c < d; ++c) dyp_row[c] = w_tj * g_t[c];
+        g_w[t * k + j] = static_cast<T>(cpu::lane_dot(g_t, yp_row, d));
       }
     }
   });

@@ -24,7 +24,7 @@ using cpu::check_dtype;
 using cpu::check_topk_idx;
 using cpu::dispatch_float;
 
-// Softmax of one row in place semantics: probs[e] = exp(logits[e] - max) / sum.
+// Softmax of one row: probs[e] = exp(logits[e] - max) / sum, in the tensor's type.
 template <typename T> void softmax_row(T* probs, const T* logits, int64_t n) {
   T max_logit = logits[0];
   for (int64_t e = 1; e < n; ++e) max_logit = std::max(max_logit, logits[e]);
@@ -68,7 +68,8 @@ void router_forward_impl(int threads, Tensor& probs, Tensor& topk_idx, Tensor& t
   T* weight = topk_weight.ptr<T>();
   const T* r = logits.ptr<T>();
   const T* b = bias.defined() ? bias.ptr<T>() : nullptr;
-#pragma omp parallel num_threads(threads)
+  const int n_threads = cpu::team(threads, n_tokens * n_experts);
+#pragma omp parallel num_threads(n_threads)
   {
     std::vector<char> taken(static_cast<size_t>(n_experts));
 #pragma omp for schedule(static)
@@ -98,7 +99,8 @@ void router_backward_impl(int threads, Tensor& dlogits, const Tensor& dprobs,
   const T* dw = dweight.ptr<T>();
   const T* s = probs.ptr<T>();
   const int32_t* idx = topk_idx.ptr<int32_t>();
-#pragma omp parallel for schedule(static) num_threads(threads)
+  const int n_threads = cpu::team(threads, n_tokens * n_experts);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
   for (int64_t t = 0; t < n_tokens; ++t) {
     const T* s_t = s + t * n_experts;
     const int32_t* idx_t = idx + t * k;
@@ -193,7 +195,8 @@ void CpuBackend::topk_mass_forward(Tensor& mass, const Tensor& probs, const Tens
     T* m = mass.ptr<T>();
     const T* s = probs.ptr<T>();
     const int32_t* idx = topk_idx.ptr<int32_t>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * k);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       T sum = 0;
       for (int64_t j = 0; j < k; ++j) sum += s[t * n_experts + idx[t * k + j]];
@@ -216,7 +219,8 @@ void CpuBackend::topk_mass_backward(Tensor& dprobs, const Tensor& dmass, const T
     T* ds = dprobs.ptr<T>();
     const T* dm = dmass.ptr<T>();
     const int32_t* idx = topk_idx.ptr<int32_t>();
-#pragma omp parallel for schedule(static) num_threads(threads_)
+    const int n_threads = cpu::team(threads_, n_tokens * k);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
     for (int64_t t = 0; t < n_tokens; ++t) {
       for (int64_t j = 0; j < k; ++j) ds[t * n_experts + idx[t * k + j]] += dm[t];
     }

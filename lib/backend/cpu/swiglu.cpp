@@ -7,8 +7,9 @@
 namespace moe {
 namespace {
 
-void check_swiglu(const Tensor& ref, std::initializer_list<std::pair<const Tensor*, const char*>> ts,
-                  const char* op) {
+using NamedTensors = std::initializer_list<std::pair<const Tensor*, const char*>>;
+
+void check_swiglu(const Tensor& ref, NamedTensors ts, const char* op) {
   cpu::check_cpu(ref, op, "gate");
   cpu::check_rank(ref, 2, op, "gate");
   for (auto [t, name] : ts) {

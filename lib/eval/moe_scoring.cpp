@@ -1,0 +1,12 @@
+// MoeScoring: forwards to MoeModel (see moe_scoring.h).
+#include "eval/moe_scoring.h"
+
+namespace moe::eval {
+
+int64_t MoeScoring::max_seq() const { return model_.config().max_seq_len; }
+int64_t MoeScoring::vocab() const { return model_.config().vocab_size; }
+void MoeScoring::forward(const Batch& batch) { model_.forward(batch, /*need_grad=*/false); }
+std::vector<float> MoeScoring::logits() { return model_.logits_host(); }
+std::vector<LayerRouting> MoeScoring::routing() { return model_.routing(); }
+
+}  // namespace moe::eval

@@ -1,0 +1,58 @@
+// Zero-shot task readers: each turns one task file into a Task whose requests are exactly the
+// (context, continuation) pairs lm-evaluation-harness v0.4.x sends for that task, 0-shot
+// (shared/reference/lm-eval-conventions.md §1). Every reader checks its input and fails with a
+// usage error naming file:line and what was expected (missing field, label out of range, label
+// count that does not match the items).
+//
+// File layout under --task-dir DIR (the layout of shared/data/zeroshot; first existing wins):
+//   hellaswag       hellaswag/hellaswag_val.jsonl (original Rowan/hellaswag validation, exact
+//                   harness preprocessing), else hellaswag/hellaswag_val_full.txt[.bz2] (the
+//                   llama.cpp 6-line conversion; see read_hellaswag_converted for what it loses)
+//   piqa            piqa/valid.jsonl + piqa/valid-labels.lst
+//   arc_easy        arc_easy/ARC-Easy-Test.jsonl, else arc_easy/ARC-Easy-Dev.jsonl (dev split)
+//   arc_challenge   arc_challenge/ARC-Challenge-Test.jsonl, else .../ARC-Challenge-Dev.jsonl
+//   openbookqa      openbookqa/test.jsonl
+//   boolq           boolq/dev.jsonl (Google original: answer true/false) or boolq/val.jsonl
+//                   (SuperGLUE: label 0/1)
+//   lambada_openai  lambada_openai/lambada_test.jsonl
+//   copa            copa/val.jsonl (SuperGLUE: premise, choice1, choice2, question, label), else
+//                   copa/copa.jsonl (MosaicML conversion: query, choices, gold)
+//   winogrande      winogrande/dev.jsonl (winogrande_xl dev: sentence, option1, option2, answer)
+//   sciq            sciq/test.json (the original JSON array) or sciq/test.jsonl
+// Any other task name N is a user task: DIR/N.jsonl, or N itself when it is a path ending in
+// .jsonl. A user task has one JSON object per line: {"context": str, "choices": [str, ...],
+// "gold": int} and optionally "target_delimiter" (default " "); it is scored like the harness's
+// multiple_choice tasks (acc and acc_norm).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "eval/task.h"
+
+namespace moe::eval {
+
+const std::vector<std::string>& builtin_task_names();
+bool is_builtin_task(const std::string& name);
+
+// Resolves `name` against `task_dir` (layout above) and reads it. A missing file is a usage
+// error that lists the paths that were tried.
+Task load_task(const std::string& name, const std::string& task_dir);
+
+// The readers, one per file format.
+Task read_hellaswag_jsonl(const std::string& path);
+Task read_hellaswag_converted(const std::string& path);
+Task read_piqa(const std::string& jsonl_path, const std::string& labels_path);
+Task read_arc(const std::string& task_name, const std::string& path, const std::string& split);
+Task read_openbookqa(const std::string& path);
+Task read_boolq(const std::string& path);
+Task read_lambada(const std::string& path);
+Task read_copa(const std::string& path);
+Task read_winogrande(const std::string& path);
+Task read_sciq(const std::string& path);
+Task read_user_task(const std::string& name, const std::string& path);
+
+// HellaSwag's preprocess() (hellaswag/utils.py): strip, " [title]" -> ". ", drop every
+// [bracketed] span (non-greedy, not across a newline), then one pass of "  " -> " ".
+std::string hellaswag_preprocess(const std::string& text);
+
+}  // namespace moe::eval

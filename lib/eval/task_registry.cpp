@@ -1,0 +1,83 @@
+// Task name -> file(s) under --task-dir -> reader (layout documented in task_readers.h).
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.h"
+#include "eval/task_readers.h"
+#include "eval/text_utils.h"
+
+namespace fs = std::filesystem;
+
+namespace moe::eval {
+namespace {
+
+// The first of `candidates` (relative to dir) that exists; a usage error listing them otherwise.
+std::string find_file(const std::string& task, const std::string& dir,
+                      const std::vector<std::string>& candidates) {
+  std::string tried;
+  for (const auto& c : candidates) {
+    const fs::path p = fs::path(dir) / c;
+    if (fs::is_regular_file(p)) return p.string();
+    tried += (tried.empty() ? "" : ", ") + p.string();
+  }
+  MOE_USAGE_FAIL("task '{}': task file not found; looked for {} (pass --task-dir DIR holding "
+                 "the task files, e.g. ../shared/data/zeroshot)",
+                 task, tried);
+}
+
+}  // namespace
+
+const std::vector<std::string>& builtin_task_names() {
+  static const std::vector<std::string> names = {
+      "hellaswag", "piqa",  "arc_easy", "arc_challenge", "openbookqa",
+      "boolq",     "lambada_openai", "copa", "winogrande", "sciq"};
+  return names;
+}
+
+bool is_builtin_task(const std::string& name) {
+  const auto& n = builtin_task_names();
+  return std::find(n.begin(), n.end(), name) != n.end();
+}
+
+Task load_task(const std::string& name, const std::string& dir) {
+  if (name == "hellaswag") {
+    const std::string f = find_file(name, dir,
+                                    {"hellaswag/hellaswag_val.jsonl",
+                                     "hellaswag/hellaswag_val_full.txt",
+                                     "hellaswag/hellaswag_val_full.txt.bz2"});
+    return ends_with(f, ".jsonl") ? read_hellaswag_jsonl(f) : read_hellaswag_converted(f);
+  }
+  if (name == "piqa") {
+    return read_piqa(find_file(name, dir, {"piqa/valid.jsonl"}),
+                     find_file(name, dir, {"piqa/valid-labels.lst"}));
+  }
+  if (name == "arc_easy" || name == "arc_challenge") {
+    const std::string stem = name == "arc_easy" ? "arc_easy/ARC-Easy" : "arc_challenge/ARC-Challenge";
+    const std::string f = find_file(name, dir, {stem + "-Test.jsonl", stem + "-Dev.jsonl"});
+    Task t = read_arc(name, f, ends_with(f, "-Test.jsonl") ? "test" : "dev");
+    if (t.split == "dev") t.note = "dev split (the harness scores the test split)";
+    return t;
+  }
+  if (name == "openbookqa") return read_openbookqa(find_file(name, dir, {"openbookqa/test.jsonl"}));
+  if (name == "boolq") return read_boolq(find_file(name, dir, {"boolq/dev.jsonl", "boolq/val.jsonl"}));
+  if (name == "lambada_openai") {
+    return read_lambada(find_file(name, dir, {"lambada_openai/lambada_test.jsonl"}));
+  }
+  if (name == "copa") return read_copa(find_file(name, dir, {"copa/val.jsonl", "copa/copa.jsonl"}));
+  if (name == "winogrande") return read_winogrande(find_file(name, dir, {"winogrande/dev.jsonl"}));
+  if (name == "sciq") return read_sciq(find_file(name, dir, {"sciq/test.json", "sciq/test.jsonl"}));
+  // A user task: a .jsonl path, or DIR/<name>.jsonl.
+  if (ends_with(name, ".jsonl")) {
+    MOE_USAGE_CHECK(fs::is_regular_file(name), "user task file {} not found", name);
+    return read_user_task(fs::path(name).stem().string(), name);
+  }
+  const fs::path user = fs::path(dir) / (name + ".jsonl");
+  std::string builtins;
+  for (const auto& b : builtin_task_names()) builtins += (builtins.empty() ? "" : ", ") + b;
+  MOE_USAGE_CHECK(fs::is_regular_file(user),
+                  "unknown task '{}': not a built-in task ({}) and no user task file {}", name,
+                  builtins, user.string());
+  return read_user_task(name, user.string());
+}
+
+}  // namespace moe::eval

@@ -1,0 +1,44 @@
+// From strings to scored token sequences, as lm-evaluation-harness does it (HF backend,
+// lm-eval-conventions.md §2.1, §2.3, §3.1), with SPEC §1's start-of-text: every sequence starts
+// with one eos, the token every training document follows.
+//
+// Context / continuation split: trailing whitespace of the context moves to the continuation;
+// whole = enc(ctx + cont), ctx_enc = enc(ctx), cont_enc = whole[len(ctx_enc):] (the continuation
+// tokens are the tail of the JOINT encoding); the sequence is [eos] + ctx_enc + cont_enc, left-
+// truncated to the newest max_length + 1 tokens.
+//
+// Rolling windows (perplexity): the document's tokens are predicted in disjoint blocks of
+// max_length; the first block is conditioned on [eos], each later block on the tokens before it
+// up to a full window (get_rolling_token_windows + make_disjoint_window, context_len = 1).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "eval/task.h"
+
+namespace moe::eval {
+
+using Encoder = std::function<std::vector<int32_t>(const std::string&)>;
+
+// A token sequence whose last n_targets tokens are scored given everything before them. The
+// model input is tokens[0 .. size-1), so n_targets <= size - 1.
+struct TokenRequest {
+  std::vector<int32_t> tokens;
+  int64_t n_targets = 0;
+};
+
+// The harness split of (context, continuation): returns the context and continuation strings
+// after moving the context's trailing whitespace.
+std::pair<std::string, std::string> split_context(const std::string& context,
+                                                  const std::string& continuation);
+
+TokenRequest make_token_request(const LoglikRequest& request, const Encoder& encode,
+                                int32_t start_token, int64_t max_length);
+
+// Windows covering every token of `doc_tokens` exactly once.
+std::vector<TokenRequest> rolling_windows(const std::vector<int32_t>& doc_tokens,
+                                          int32_t start_token, int64_t max_length);
+
+}  // namespace moe::eval

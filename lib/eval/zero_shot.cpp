@@ -1,0 +1,96 @@
+// Zero-shot task evaluation: requests -> batched scores -> harness metrics (see zero_shot.h).
+#include "eval/zero_shot.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/error.h"
+#include "eval/task_metrics.h"
+
+namespace moe::eval {
+
+const MetricValue* TaskResult::find(const std::string& metric) const {
+  for (const auto& [name, value] : metrics) {
+    if (name == metric) return &value;
+  }
+  return nullptr;
+}
+
+namespace {
+MetricValue mean_metric(const std::vector<double>& xs) { return {mean_of(xs), mean_stderr(xs)}; }
+}  // namespace
+
+TaskResult aggregate_task(const Task& task, int64_t n_docs,
+                          const std::vector<ScoredRequest>& scores, int64_t bootstrap_iters) {
+  TaskResult res;
+  res.name = task.name;
+  res.split = task.split;
+  res.source = task.source;
+  res.note = task.note;
+  res.output = task.output;
+  res.version = task.version;
+  res.n_original = static_cast<int64_t>(task.docs.size());
+  res.n_effective = n_docs;
+  std::vector<double> acc, acc_norm, lls;
+  size_t next = 0;
+  for (int64_t d = 0; d < n_docs; ++d) {
+    const TaskDoc& doc = task.docs[d];
+    std::vector<double> doc_lls;
+    bool greedy = true;
+    for (size_t r = 0; r < doc.requests.size(); ++r) {
+      MOE_CHECK(next < scores.size(), "aggregate: {} scores for the requests of {} documents",
+                scores.size(), n_docs);
+      doc_lls.push_back(scores[next].ll);
+      greedy = greedy && scores[next].greedy;
+      ++next;
+    }
+    switch (task.output) {
+      case TaskOutput::kMultipleChoice: {
+        const ChoiceScores s = score_choices(doc_lls, doc.choice_chars, doc.gold);
+        acc.push_back(s.acc);
+        acc_norm.push_back(s.acc_norm);
+        break;
+      }
+      case TaskOutput::kMultipleInput:
+        acc.push_back(argmax_first(doc_lls) == doc.gold ? 1.0 : 0.0);
+        break;
+      case TaskOutput::kLoglikelihood:
+        lls.push_back(doc_lls.at(0));
+        acc.push_back(greedy ? 1.0 : 0.0);
+        break;
+    }
+  }
+  MOE_CHECK(next == scores.size(), "aggregate: {} scores left over", scores.size() - next);
+  if (task.output == TaskOutput::kLoglikelihood) {
+    res.metrics.push_back({"perplexity", {perplexity_from_lls(lls),
+                                          bootstrap_perplexity_stderr(lls, bootstrap_iters)}});
+    res.metrics.push_back({"acc", mean_metric(acc)});
+  } else {
+    res.metrics.push_back({"acc", mean_metric(acc)});
+    if (task.reports_acc_norm) res.metrics.push_back({"acc_norm", mean_metric(acc_norm)});
+  }
+  return res;
+}
+
+TaskResult evaluate_task(const Task& task, ScoringModel& model, const Encoder& encode,
+                         const ZeroShotOptions& options) {
+  const int64_t total = static_cast<int64_t>(task.docs.size());
+  const int64_t n_docs = options.limit > 0 ? std::min(options.limit, total) : total;
+  std::vector<TokenRequest> requests;
+  for (int64_t d = 0; d < n_docs; ++d) {
+    for (const LoglikRequest& r : task.docs[d].requests) {
+      try {
+        requests.push_back(make_token_request(r, encode, options.start_token, model.max_seq()));
+      } catch (const Error& e) {
+        MOE_USAGE_FAIL("task {} document {}: {}", task.name, d, e.what());
+      }
+    }
+  }
+  spdlog::info("{}: {} documents, {} requests", task.name, n_docs, requests.size());
+  LoglikScorer scorer(model);
+  const std::vector<ScoredRequest> scores = scorer.score(requests, options.start_token);
+  TaskResult res = aggregate_task(task, n_docs, scores, options.bootstrap_iters);
+  res.stats = scorer.stats();
+  return res;
+}
+
+}  // namespace moe::eval

@@ -1,0 +1,133 @@
+// moetrain's setup steps (see run_setup.h).
+#include "train/run_setup.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <omp.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "model/param_count.h"
+#include "train/checkpoint.h"
+
+namespace fs = std::filesystem;
+
+namespace moe {
+namespace {
+
+std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> g_early_lines;
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) { b /= 1024; ++u; }
+  return fmt::format("{:.1f} {}", b, units[u]);
+}
+
+std::string human_count(double n) {
+  if (n >= 1e9) return fmt::format("{:.2f}B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1e3) return fmt::format("{:.1f}k", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+}  // namespace
+
+std::string find_resume_checkpoint(const std::string& resume_dir) {
+  const std::string ckpt = resolve_resume_checkpoint(resume_dir);
+  verify_checkpoint(ckpt);
+  const std::string run_dir = run_dir_of_checkpoint(ckpt);
+  const std::string newest = latest_checkpoint(run_dir);
+  MOE_USAGE_CHECK(newest.empty() || fs::equivalent(newest, ckpt),
+                  "--resume {}: {} is not the newest checkpoint of its run ({} is); continuing "
+                  "it would overwrite the newer ones. Resume from the newest, or move the newer "
+                  "checkpoints away first", resume_dir, ckpt, newest);
+  return ckpt;
+}
+
+void check_fresh_run_dir(const std::string& out_dir) {
+  const bool has_checkpoints = !list_checkpoints(out_dir).empty();
+  const bool has_metrics = fs::exists(fs::path(out_dir) / "metrics.jsonl");
+  MOE_USAGE_CHECK(!has_checkpoints && !has_metrics,
+                  "run.out_dir '{}' already holds a run ({}); pass --resume {} to continue it, "
+                  "or choose another run.out_dir (moetrain never overwrites a run)", out_dir,
+                  has_checkpoints ? "checkpoints/" : "metrics.jsonl", out_dir);
+}
+
+double peak_flops(const TrainConfig& train, double peak_tflops_flag) {
+  if (peak_tflops_flag > 0) return peak_tflops_flag * 1e12;
+  if (train.device == "cpu") {
+    const int threads = train.threads > 0 ? static_cast<int>(train.threads) : omp_get_max_threads();
+    return 100e9 * threads;
+  }
+  return train.dtype == "bf16" ? 989e12 : 495e12;
+}
+
+std::string dry_run_report(const Config& cfg, double peak) {
+  const ModelConfig& m = cfg.model;
+  const TrainConfig& t = cfg.train;
+  const bool assumed_vocab = m.vocab_size == 0;
+  const int64_t vocab = assumed_vocab ? cfg.data.tokenizer_vocab_size : m.vocab_size;
+  const ParamCounts pc = count_params(m, vocab);
+  const double fpt = flops_per_token(m, vocab, t.seq_len);
+  const int64_t tokens_per_step = t.batch_size * t.seq_len * t.grad_accum;
+  const bool bf16 = t.dtype == "bf16";
+  // f32 master weights + f32 grads + AdamW m and v, plus the bf16 compute copy on bf16 runs.
+  const double state_bytes = static_cast<double>(pc.total) * (16 + (bf16 ? 2 : 0));
+  const ActivationMemory act = estimate_activation_memory(
+      m, vocab, t.batch_size, t.seq_len, bf16 ? DType::kBF16 : DType::kF32, true);
+  std::string r;
+  r += fmt::format("model: {} ({} layers, d_model {}, {} heads / {} kv, {} routed experts top-{}, "
+                   "{} shared, {} dense layers), vocab {}{}\n",
+                   m.arch, m.n_layers, m.d_model, m.n_heads, m.n_kv_heads, m.n_experts, m.top_k,
+                   m.n_shared_experts, m.dense_layers, vocab,
+                   assumed_vocab ? " (assumed: data.tokenizer_vocab_size)" : "");
+  r += fmt::format("parameters: {} total, {} active per token ({} total / {} active)\n",
+                   human_count(static_cast<double>(pc.total)),
+                   human_count(static_cast<double>(pc.active)), pc.total, pc.active);
+  r += fmt::format("  embedding {}, lm_head {}, attention {}, router {}, dense ffn {}, routed "
+                   "experts {} ({} active), shared experts {}, norms {}\n",
+                   pc.embedding, pc.lm_head, pc.attention, pc.router, pc.dense_ffn,
+                   pc.routed_experts, pc.routed_active, pc.shared_experts, pc.norms);
+  r += fmt::format("compute: {:.3g} GFLOP per token (forward + backward), {} tokens per step, "
+                   "{:.3g} TFLOP per step, {:.3g} PFLOP for {} steps\n",
+                   fpt / 1e9, tokens_per_step, fpt * tokens_per_step / 1e12,
+                   fpt * tokens_per_step * t.max_steps / 1e15, t.max_steps);
+  r += fmt::format("memory on {} ({}): weights + grads + AdamW {}, activations {} per "
+                   "micro-batch of {}x{}, total about {}\n",
+                   t.device, t.dtype, human_bytes(state_bytes), human_bytes(act.total_bytes),
+                   t.batch_size, t.seq_len, human_bytes(state_bytes + act.total_bytes));
+  r += fmt::format("time at 100% of the assumed peak {:.3g} TFLOP/s: {:.3g} s per step; at 40% "
+                   "MFU: {:.3g} h for the run\n",
+                   peak / 1e12, fpt * tokens_per_step / peak,
+                   fpt * tokens_per_step * t.max_steps / (0.4 * peak) / 3600);
+  return r;
+}
+
+void setup_console_logging(const std::string& level) {
+  auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+  g_early_lines = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(4096);
+  auto logger = std::make_shared<spdlog::logger>(
+      "moe", spdlog::sinks_init_list{console, g_early_lines});
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+void attach_run_log(const std::string& out_dir) {
+  fs::create_directories(out_dir);
+  const std::string path = (fs::path(out_dir) / "train.log").string();
+  auto logger = spdlog::default_logger();
+  if (g_early_lines) {
+    std::ofstream out(path, std::ios::app);
+    for (const auto& line : g_early_lines->last_formatted()) out << line;
+    auto& sinks = logger->sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), g_early_lines), sinks.end());
+    g_early_lines.reset();
+  }
+  logger->sinks().push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false));
+}
+
+}  // namespace moe
