@@ -203,13 +203,34 @@ TEST(Tokenizer, RoundTripsTrickyText) {
   }
   const std::string corpus = moe::test::english_sample(50'000);
   EXPECT_EQ(tok.decode(tok.encode(corpus)), corpus);
+  // NUL and other control bytes go through byte fallback too.
+  const std::string controls("nul\0bell\a esc\x1b del\x7f", 22);
+  EXPECT_EQ(tok.decode(tok.encode(controls)), controls);
 }
 
-TEST(Tokenizer, ChunkedEncodingEqualsWholeEncoding) {
+TEST(Tokenizer, TheOneRoundTripExceptionIsTheWhitespaceMark) {
+  // sentencepiece writes spaces as U+2581 internally, so a literal U+2581 comes back as a space.
+  // Documented in tokenizer.h; this pins the behaviour so a fix (or a regression) is noticed.
   const Tokenizer& tok = moe::test::small_tokenizer();
+  EXPECT_EQ(tok.decode(tok.encode("a\xE2\x96\x81" "b")), "a b");
+}
+
+TEST(Tokenizer, ChunkedAndCachedEncodingEqualWholeEncoding) {
+  const Tokenizer& tok = moe::test::small_tokenizer();
+  EXPECT_TRUE(tok.space_is_boundary());
   std::string big = moe::test::english_sample(400'000);
+  big += "\n  two  spaces,\tthen   three;  \xF0\x9F\x98\x80 emoji  42  \n\n   end   ";
+  big += std::string(100, ' ') + std::string(100, 'x') + " lone\n";
   const auto whole = tok.encode(big);
-  EXPECT_EQ(encode_text(tok, big), whole);  // cut into 64 KB newline-aligned pieces
+  // Cut into 64 KB newline-aligned pieces, each encoded word by word through the memo.
+  EXPECT_EQ(encode_text(tok, big), whole);
+  CachedEncoder cached(tok);
+  std::vector<int32_t> ids;
+  cached.encode_append(big, ids);
+  EXPECT_EQ(ids, whole);
+  ids.clear();
+  cached.encode_append(big, ids);  // second pass: all from the memo
+  EXPECT_EQ(ids, whole);
 }
 
 TEST(Tokenizer, SavesLoadsAndFingerprints) {

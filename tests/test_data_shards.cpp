@@ -268,6 +268,35 @@ TEST(Shards, OutputDoesNotDependOnThreadsAndShardSize) {
   EXPECT_EQ(b.train.text_bytes, a.train.text_bytes);
 }
 
+TEST(Shards, MixedInputsAndAnExplicitValidSet) {
+  const std::string root = make_temp_dir("shards-mixed");
+  write_text(root + "/a/part1.jsonl", "{\"text\": \"json one\"}\n{\"text\": \"json two\"}\n");
+  write_text(root + "/a/part2.jsonl", "{\"text\": \"json three\"}\n");
+  write_text(root + "/book.txt", "plain\r\ntext\r\n");
+  write_text(root + "/held.txt", "validation text\r");
+  moe::test::small_tokenizer().save(root + "/tok.model");
+  DataConfig cfg;
+  cfg.train = {root + "/a/*.jsonl", root + "/book.txt"};
+  cfg.valid = {root + "/held.txt"};
+  cfg.tokenizer = root + "/tok.model";
+  const PreparedData d = prepare_data(cfg, root + "/run");
+  const Tokenizer& tok = *d.tokenizer;
+  const auto train = all_tokens(TokenShard::open(d.train.shards.at(0), tok.fingerprint(), 512));
+  const auto valid = all_tokens(TokenShard::open(d.valid.shards.at(0), tok.fingerprint(), 512));
+  EXPECT_EQ(decode_docs(tok, train),
+            (std::vector<std::string>{"json one", "json two", "json three", "plain\ntext\n"}));
+  EXPECT_EQ(decode_docs(tok, valid), (std::vector<std::string>{"validation text\n"}));
+  EXPECT_EQ(d.train.text_bytes, 8 + 8 + 10 + 11);  // bytes after CRLF normalisation
+  EXPECT_EQ(d.valid.text_bytes, 16);
+  EXPECT_EQ(d.valid.docs, 1);
+
+  write_text(root + "/bad.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"unterminated}\n");
+  cfg.train = {root + "/bad.jsonl"};
+  cfg.cache_dir = root + "/cache-bad";
+  const std::string msg = expect_usage_error_message([&] { prepare_data(cfg, root + "/run"); });
+  EXPECT_NE(msg.find("bad.jsonl:2"), std::string::npos) << msg;
+}
+
 TEST(Shards, ErrorsNameTheProblem) {
   const std::string root = make_temp_dir("shards-errors");
   write_text(root + "/empty/a.txt", "");

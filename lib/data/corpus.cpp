@@ -2,8 +2,11 @@
 #include "data/corpus.h"
 
 #include <glob.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -36,9 +39,11 @@ SourceFile describe_file(const fs::path& path) {
   std::error_code ec;
   f.size_bytes = fs::file_size(path, ec);
   MOE_USAGE_CHECK(!ec, "cannot read the size of {}: {}", f.path, ec.message());
-  const auto mtime = fs::last_write_time(path, ec);
-  MOE_USAGE_CHECK(!ec, "cannot read the modification time of {}: {}", f.path, ec.message());
-  f.mtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(mtime.time_since_epoch()).count();
+  struct stat st {};
+  MOE_USAGE_CHECK(::stat(f.path.c_str(), &st) == 0, "cannot stat {}: {}", f.path,
+                  std::strerror(errno));
+  // Unix-epoch nanoseconds (std::filesystem's file_clock epoch is implementation-defined).
+  f.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
   f.is_jsonl = has_suffix(f.path, ".jsonl") || has_suffix(f.path, ".json-lines");
   return f;
 }

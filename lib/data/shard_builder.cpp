@@ -62,15 +62,20 @@ std::vector<std::vector<int32_t>> encode_texts(const Tokenizer& tok,
   std::vector<std::vector<int32_t>> encoded(pieces.size());
   std::exception_ptr failure;
   const int64_t n = static_cast<int64_t>(pieces.size());
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t i = 0; i < n; ++i) {
-    try {
-      const Piece& p = pieces[static_cast<size_t>(i)];
-      encoded[static_cast<size_t>(i)] =
-          tok.encode(std::string_view(texts[p.doc]).substr(p.begin, p.end - p.begin));
-    } catch (...) {
+  if (threads <= 0) threads = omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
+  {
+    CachedEncoder encoder(tok);  // one memo per thread; results do not depend on it
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      try {
+        const Piece& p = pieces[static_cast<size_t>(i)];
+        encoder.encode_append(std::string_view(texts[p.doc]).substr(p.begin, p.end - p.begin),
+                              encoded[static_cast<size_t>(i)]);
+      } catch (...) {
 #pragma omp critical(moe_encode_failure)
-      if (!failure) failure = std::current_exception();
+        if (!failure) failure = std::current_exception();
+      }
     }
   }
   if (failure) std::rethrow_exception(failure);

@@ -94,6 +94,7 @@ Tokenizer Tokenizer::from_serialized(std::string serialized_model, const std::st
       const std::string& p = t.sp_->IdToPiece(id);
       bytes = bytes_of_piece(p);
       if (p.find('\n') != std::string::npos) t.newline_is_boundary_ = false;
+      if (p.find(kSpaceMark, 1) != std::string::npos) t.space_is_boundary_ = false;
     }
     t.token_bytes_[static_cast<size_t>(id)] = bytes;
   }
@@ -130,6 +131,34 @@ const std::string& Tokenizer::piece(int32_t id) const { return sp_->IdToPiece(id
 std::string Tokenizer::fingerprint_hex() const { return fmt::format("{:016x}", fingerprint_); }
 
 void Tokenizer::save(const std::string& path) const { write_file_atomically(path, serialized_); }
+
+void CachedEncoder::encode_append(std::string_view text, std::vector<int32_t>& out) {
+  constexpr size_t kMaxMemoWord = 32;        // longer words are rare: encode them directly
+  constexpr size_t kMaxMemoEntries = 1 << 20;
+  if (!tok_.space_is_boundary()) {
+    const auto ids = tok_.encode(text);
+    out.insert(out.end(), ids.begin(), ids.end());
+    return;
+  }
+  size_t begin = 0;
+  while (begin < text.size()) {
+    size_t end = text.find(' ', begin + 1);  // a word is a space (if any) and what follows it
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view word = text.substr(begin, end - begin);
+    begin = end;
+    if (word.size() > kMaxMemoWord) {
+      const auto ids = tok_.encode(word);
+      out.insert(out.end(), ids.begin(), ids.end());
+      continue;
+    }
+    auto it = memo_.find(std::string(word));
+    if (it == memo_.end()) {
+      if (memo_.size() >= kMaxMemoEntries) memo_.clear();
+      it = memo_.emplace(std::string(word), tok_.encode(word)).first;
+    }
+    out.insert(out.end(), it->second.begin(), it->second.end());
+  }
+}
 
 std::vector<std::string_view> split_training_sentences(std::string_view text, size_t max_bytes) {
   std::vector<std::string_view> out;

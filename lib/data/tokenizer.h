@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace sentencepiece {
@@ -53,6 +54,10 @@ class Tokenizer {
   // True when no vocabulary piece contains '\n' (true for every model train_tokenizer makes):
   // then a text can be encoded in pieces cut after newlines with the same result as a whole.
   bool newline_is_boundary() const { return newline_is_boundary_; }
+  // True when the whitespace mark U+2581 only ever starts a piece (true for models trained with
+  // sentencepiece's default split_by_whitespace, as ours are): then no BPE merge crosses the
+  // boundary before a space, and a text can be encoded word by word (CachedEncoder).
+  bool space_is_boundary() const { return space_is_boundary_; }
   bool has_byte_fallback() const { return has_byte_fallback_; }
 
   // Writes the model atomically (temp file + rename).
@@ -65,7 +70,21 @@ class Tokenizer {
   uint64_t fingerprint_ = 0;
   int32_t eos_id_ = -1;
   std::vector<int64_t> token_bytes_;
-  bool newline_is_boundary_ = true, has_byte_fallback_ = false;
+  bool newline_is_boundary_ = true, space_is_boundary_ = true, has_byte_fallback_ = false;
+};
+
+// Encodes like Tokenizer::encode, faster on natural text: when space_is_boundary(), the text is
+// cut before every space and each short word's ids are memoised (natural text repeats words
+// heavily). The output is identical to Tokenizer::encode by construction (merges never cross a
+// cut) and by test. One instance per thread (not thread-safe); the memo is bounded.
+class CachedEncoder {
+ public:
+  explicit CachedEncoder(const Tokenizer& tok) : tok_(tok) {}
+  void encode_append(std::string_view text, std::vector<int32_t>& out);
+
+ private:
+  const Tokenizer& tok_;
+  std::unordered_map<std::string, std::vector<int32_t>> memo_;
 };
 
 // Collects tokenizer training sentences from documents, keeping about `budget_bytes` of the

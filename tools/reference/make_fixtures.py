@@ -303,10 +303,21 @@ def main():
     return status
 
 
+def same_tensor(a, b):
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind != "f" or a.size == 0:
+        return np.array_equal(a, b)
+    scale = float(np.abs(b).max())
+    return float(np.abs(a.astype(np.float64) - b).max()) <= 1e-6 * max(scale, 1e-30)
+
+
 def check_against(st_path, js_path, tensors, meta):
-    """Committed fixture == freshly computed one (tensors bit-exact, JSON numbers to 1e-12)."""
+    """Committed fixture == freshly computed one: integer tensors exactly, float tensors to 1e-6
+    of each tensor's largest value (float64 kernels on another CPU may round differently in the
+    last bit, which can move a float32 value by one ulp), JSON losses to 1e-12."""
     stored, _ = safetensors_io.load(st_path)
-    bad = [n for n in tensors if n not in stored or not np.array_equal(stored[n], tensors[n])]
+    bad = [n for n in tensors if n not in stored or not same_tensor(stored[n], tensors[n])]
     bad += [n for n in stored if n not in tensors]
     with open(js_path) as src:
         old = json.load(src)

@@ -1,0 +1,161 @@
+// moeeval: evaluates moetrain checkpoints. Modes (combinable): --ppl FILE... (perplexity, bits
+// per byte), --tasks LIST --task-dir DIR (zero-shot, lm-evaluation-harness conventions),
+// --routing FILE... (routing and pathway statistics of SPEC §3). Prints a table per checkpoint,
+// or one side-by-side table with deltas against the first when several are given; --out writes
+// the harness-shaped results JSON. Exit codes: 0 ok, 2 usage / input error, 1 runtime failure.
+#include <fstream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "backend/backend.h"
+#include "config/cli.h"
+#include "core/error.h"
+#include "eval/eval_checkpoint.h"
+#include "eval/moe_scoring.h"
+#include "eval/report_table.h"
+#include "eval/task_readers.h"
+#include "eval/text_utils.h"
+
+namespace {
+
+struct Options {
+  std::vector<std::string> checkpoints, ppl, routing;
+  std::string tasks, task_dir, out, device = "cpu", log_level = "info", jsonl_field = "text";
+  int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
+  int threads = 0;
+};
+
+std::vector<moe::eval::Task> load_tasks(const Options& o) {
+  std::vector<moe::eval::Task> tasks;
+  if (o.tasks.empty()) return tasks;
+  MOE_USAGE_CHECK(!o.task_dir.empty() || moe::eval::ends_with(o.tasks, ".jsonl"),
+                  "--tasks needs --task-dir DIR (the folder holding the task files)");
+  for (const std::string& name : moe::eval::py_split(o.tasks, ",")) {
+    if (name.empty()) continue;
+    if (name == "all") {  // every built-in task whose file is present
+      for (const auto& b : moe::eval::builtin_task_names()) {
+        try {
+          tasks.push_back(moe::eval::load_task(b, o.task_dir));
+        } catch (const moe::Error& e) {
+          spdlog::warn("--tasks all: skipping {}: {}", b, e.what());
+        }
+      }
+      continue;
+    }
+    tasks.push_back(moe::eval::load_task(name, o.task_dir));
+  }
+  return tasks;
+}
+
+moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
+                                     const std::vector<moe::eval::Task>& tasks,
+                                     moe::Backend& backend) {
+  using namespace moe::eval;
+  const auto t0 = std::chrono::steady_clock::now();
+  EvalCheckpoint ck = load_eval_checkpoint(dir, backend, o.batch_size);
+  MoeScoring model(*ck.model, o.batch_size);
+  const moe::data::Tokenizer& tok = *ck.tokenizer;
+  const Encoder encode = [&tok](const std::string& s) { return tok.encode(s); };
+  const int32_t eos = tok.eos_id();
+  CheckpointReport r;
+  r.checkpoint = ck.dir;
+  r.step = ck.step;
+  r.arch = ck.config.model.arch;
+  for (const auto& l : ck.config.loss.losses) r.losses += (r.losses.empty() ? "" : ",") + l;
+  r.params_total = ck.model->n_params_total();
+  r.params_active = ck.model->n_params_active();
+  r.max_length = ck.config.model.max_seq_len;
+  spdlog::info("checkpoint {} (step {}): {} {}, losses {}", r.checkpoint, r.step, r.arch,
+               r.params_total, r.losses);
+  for (const auto& f : o.ppl) {
+    r.ppl.push_back(evaluate_perplexity({f}, o.jsonl_field, model, encode, eos));
+  }
+  ZeroShotOptions zs;
+  zs.limit = o.limit;
+  zs.bootstrap_iters = o.bootstrap_iters;
+  zs.start_token = eos;
+  for (const Task& t : tasks) r.tasks.push_back(evaluate_task(t, model, encode, zs));
+  for (const auto& f : o.routing) {
+    r.routing.push_back(evaluate_routing({f}, o.jsonl_field, model, encode, eos,
+                                         /*overlap_measured=*/true, o.routing_max_tokens));
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+int run(const Options& o) {
+  moe::set_log_level(o.log_level);
+  MOE_USAGE_CHECK(!o.checkpoints.empty(), "--checkpoint DIR is required");
+  MOE_USAGE_CHECK(!o.ppl.empty() || !o.tasks.empty() || !o.routing.empty(),
+                  "nothing to do: give --ppl FILE, --tasks LIST --task-dir DIR and/or --routing FILE");
+  MOE_USAGE_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
+  MOE_USAGE_CHECK(o.limit >= 0, "--limit must be >= 0, got {}", o.limit);
+  const std::vector<moe::eval::Task> tasks = load_tasks(o);  // input errors before any model work
+  auto backend = moe::make_backend(o.device, o.threads);
+  std::vector<moe::eval::CheckpointReport> reports;
+  for (const auto& dir : o.checkpoints) reports.push_back(evaluate(dir, o, tasks, *backend));
+  moe::eval::RunSettings settings;
+  settings.device = o.device;
+  settings.batch_size = o.batch_size;
+  settings.limit = o.limit;
+  settings.bootstrap_iters = o.bootstrap_iters;
+  settings.threads = o.threads;
+  if (reports.size() == 1) {
+    std::fputs(moe::eval::format_single_report(reports[0]).c_str(), stdout);
+  } else {
+    std::fputs(moe::eval::format_side_by_side(reports).c_str(), stdout);
+  }
+  if (!o.out.empty()) {
+    const std::string text = moe::eval::reports_to_json(reports, settings).dump(2);
+    const std::string tmp = o.out + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary);
+      MOE_USAGE_CHECK(f.good(), "--out {}: cannot write {}", o.out, tmp);
+      f << text << "\n";
+      MOE_CHECK(f.good(), "--out {}: write failed", o.out);
+    }
+    std::rename(tmp.c_str(), o.out.c_str());
+    spdlog::info("wrote {}", o.out);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"moeeval: perplexity, zero-shot accuracy (lm-evaluation-harness conventions) and "
+               "routing/pathway statistics of moetrain checkpoints"};
+  app.add_option("--checkpoint", o.checkpoints,
+                 "checkpoint directory, or a run directory (its newest checkpoint); repeatable")
+      ->take_all();
+  app.add_option("--ppl", o.ppl, "text files / directories / globs / .jsonl to score")->take_all();
+  app.add_option("--tasks", o.tasks,
+                 "comma-separated tasks: hellaswag, piqa, arc_easy, arc_challenge, openbookqa, "
+                 "boolq, lambada_openai, copa, winogrande, sciq, all, or a user task NAME "
+                 "(DIR/NAME.jsonl) / FILE.jsonl");
+  app.add_option("--task-dir", o.task_dir, "folder of task files (e.g. ../shared/data/zeroshot)");
+  app.add_option("--limit", o.limit, "score only the first N documents of each task (0: all)");
+  app.add_option("--routing", o.routing, "texts to measure the routing statistics on")->take_all();
+  app.add_option("--routing-max-tokens", o.routing_max_tokens, "stop routing after N tokens (0: all)");
+  app.add_option("--out", o.out, "write the results JSON (lm-eval harness shape) here");
+  app.add_option("--batch-size", o.batch_size, "sequences per forward pass");
+  app.add_option("--bootstrap-iters", o.bootstrap_iters,
+                 "bootstrap resamples for lambada's perplexity stderr (harness default 100000)");
+  app.add_option("--jsonl-field", o.jsonl_field, "text field of .jsonl corpora");
+  app.add_option("--device", o.device, "cpu, cuda or cuda:N");
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, off");
+  const int parsed = moe::parse_command_line(app, argc, argv);
+  if (parsed >= 0) return parsed;
+  try {
+    return run(o);
+  } catch (const moe::Error& e) {
+    std::fprintf(stderr, "moeeval: error: %s\n", e.what());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moeeval: error: %s\n", e.what());
+    return 1;
+  }
+}

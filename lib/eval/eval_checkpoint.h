@@ -1,0 +1,30 @@
+// Loading a checkpoint for evaluation: its config, a MoeModel with its weights built for
+// rows x max_seq_len tokens, and its tokenizer. Unlike train/checkpoint.h's
+// load_checkpoint_for_eval, the model is built with the "sp" statistic switched on (MoeModel
+// computes the co-activated cos^2 only when its LossConfig has sp), so the routing overlap is
+// measured for every checkpoint, including those trained without sp. Logits are unaffected.
+// DIR may be one checkpoint (checkpoints/step_XXXXXXXX) or a run directory (its newest one).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "data/tokenizer.h"
+#include "model/model.h"
+
+namespace moe::eval {
+
+struct EvalCheckpoint {
+  std::string dir;   // the checkpoint directory actually read
+  Config config;
+  std::unique_ptr<MoeModel> model;
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  int64_t step = 0;
+};
+
+// Usage errors (exit 2) name the directory and what is missing: no such directory, no
+// config.yaml / model.safetensors / tokenizer.model, a manifest that does not match.
+EvalCheckpoint load_eval_checkpoint(const std::string& dir, Backend& backend, int64_t rows);
+
+}  // namespace moe::eval
