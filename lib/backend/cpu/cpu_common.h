@@ -61,6 +61,7 @@ inline float float_from_bf16(uint16_t h) {
   return f;
 }
 
+
 // Thread count for a parallel loop over `work` independent elements: below kMinParallelWork a
 // single thread is faster than waking (and on a loaded 2-core machine, waiting for) a team.
 // Elements are independent, so this never changes a result.
