@@ -2,6 +2,8 @@
 // (training on real text, round trip on tricky text, byte counts, fingerprint).
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <chrono>
 
 #include "core/error.h"
@@ -100,12 +102,21 @@ TEST(Corpus, BadJsonlNamesFileAndLine) {
   expect_usage_error([&] { read("array.jsonl"); }, {"array.jsonl:1", "JSON object"});
 }
 
-TEST(Corpus, InvalidUtf8NamesFileAndOffset) {
+TEST(Corpus, InvalidUtf8IsReadAsLatin1InTextAndRefusedInJsonl) {
   const std::string dir = make_temp_dir("corpus-utf8");
-  write_text(dir + "/latin1.txt", std::string("caf\xE9 au lait"));
+  write_text(dir + "/latin1.txt", std::string("caf\xE9 au lait, C\xE6sar \xE6\x80 ok \xC3\xA9"));
+  const auto docs = read_documents(resolve_sources({dir + "/latin1.txt"}, "data.train"), "text");
+  ASSERT_EQ(docs.size(), 1u);
+  // 0xE9 -> U+00E9, 0xE6 -> U+00E6 twice, the stray continuation 0x80 -> U+0080; the valid
+  // UTF-8 at the end is kept as it is.
+  EXPECT_EQ(docs[0].text, "caf\xC3\xA9 au lait, C\xC3\xA6sar \xC3\xA6\xC2\x80 ok \xC3\xA9");
+  size_t n = 0;
+  EXPECT_EQ(repair_utf8_as_latin1("a\xFF" "b", &n), "a\xC3\xBF" "b");
+  EXPECT_EQ(n, 1u);
+  write_text(dir + "/bad.jsonl", std::string("{\"text\": \"ok\"}\n{\"text\": \"caf\xE9\"}\n"));
   expect_usage_error(
-      [&] { read_documents(resolve_sources({dir + "/latin1.txt"}, "data.train"), "text"); },
-      {"latin1.txt", "invalid UTF-8 at byte offset 3"});
+      [&] { read_documents(resolve_sources({dir + "/bad.jsonl"}, "data.train"), "text"); },
+      {"bad.jsonl:2", "invalid UTF-8 at byte offset 28"});
   EXPECT_EQ(find_invalid_utf8("ok \xF0\x9F\x98\x80 \xE6\x97\xA5"), std::string::npos);
   EXPECT_EQ(find_invalid_utf8("\xC0\xAF"), 0u);            // overlong '/'
   EXPECT_EQ(find_invalid_utf8("ab\xED\xA0\x80"), 2u);      // surrogate U+D800
@@ -179,6 +190,19 @@ TEST(Tokenizer, TrainsOnRealTextWithTheSpecSettings) {
   EXPECT_EQ(digit_tokens, 9);
 }
 
+TEST(Tokenizer, TrainingIsDeterministic) {
+  // A run whose cache was deleted retrains its tokenizer; the run directory's tokenizer.model
+  // is only accepted again if training gives the same model byte for byte, on any machine.
+  TrainingSample sample(100'000, 100'000);
+  sample.add_document(moe::test::english_sample(100'000));
+  const Tokenizer a = train_tokenizer(sample.sentences(), 400);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(saved == 1 ? 2 : 1);  // the machine's thread count must not matter
+  const Tokenizer b = train_tokenizer(sample.sentences(), 400);
+  omp_set_num_threads(saved);
+  EXPECT_EQ(a.fingerprint(), b.fingerprint());
+}
+
 TEST(Tokenizer, RoundTripsTrickyText) {
   const Tokenizer& tok = moe::test::small_tokenizer();
   const std::vector<std::string> texts = {
@@ -249,8 +273,8 @@ TEST(Tokenizer, SavesLoadsAndFingerprints) {
 
 TEST(Tokenizer, VocabTooLargeForTheSampleIsAUsageError) {
   std::vector<std::string> tiny = {"ab ab ab", "ba ba"};
-  expect_usage_error([&] { train_tokenizer(tiny, 5000, 1); }, {"tokenizer_vocab_size"});
-  expect_usage_error([&] { train_tokenizer(tiny, 100, 1); }, {"at least 260"});
+  expect_usage_error([&] { train_tokenizer(tiny, 5000); }, {"tokenizer_vocab_size"});
+  expect_usage_error([&] { train_tokenizer(tiny, 100); }, {"at least 260"});
 }
 
 }  // namespace

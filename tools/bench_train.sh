@@ -33,6 +33,7 @@ PYTHON="${PYTHON:-/usr/bin/python3}"
 [ -x "$MOETRAIN" ] || { echo "bench_train: $MOETRAIN not built (cmake --build build --target moetrain)" >&2; exit 2; }
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "bench_train: $PYTHON has no torch (tools/setup.sh --torch)" >&2; exit 2; }
 BENCH_DIR="${BENCH_DIR:-$(mktemp -d /tmp/bench_train.XXXXXX)}"
+mkdir -p "$BENCH_DIR"
 RUN_DIR="$BENCH_DIR/moetrain_run"
 rm -rf "$RUN_DIR"
 

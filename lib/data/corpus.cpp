@@ -9,9 +9,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "core/error.h"
 
@@ -101,9 +104,24 @@ void check_utf8(std::string_view text, const std::string& where, size_t base_off
                   where, base_offset + bad, static_cast<unsigned char>(text[bad]));
 }
 
+// Logs the Latin-1 repair of a file once per process (the corpus is read several times).
+void warn_repaired_once(const std::string& path, size_t n_bytes, size_t first_offset) {
+  static std::mutex mu;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!warned.insert(path).second) return;
+  spdlog::warn("{}: {} byte(s) are not UTF-8 (the first at byte offset {}); read them as "
+               "Latin-1 characters", path, n_bytes, first_offset);
+}
+
 void read_text_file(const SourceFile& src, const std::function<void(Document&&)>& fn) {
   std::string raw = read_whole_file(src.path);
-  check_utf8(raw, src.path, 0);
+  const size_t first_bad = find_invalid_utf8(raw);
+  if (first_bad != std::string::npos) {
+    size_t n_bad = 0;
+    raw = repair_utf8_as_latin1(raw, &n_bad);
+    warn_repaired_once(src.path, n_bad, first_bad);
+  }
   strip_bom(raw);
   Document doc{normalize_newlines(raw), src.path};
   if (!doc.text.empty()) fn(std::move(doc));
@@ -206,6 +224,27 @@ std::string normalize_newlines(std::string_view text) {
       out.push_back(c);
     }
   }
+  return out;
+}
+
+std::string repair_utf8_as_latin1(std::string_view text, size_t* n_repaired) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  size_t n = 0;
+  while (!text.empty()) {
+    const size_t bad = find_invalid_utf8(text);
+    if (bad == std::string::npos) {
+      out.append(text);
+      break;
+    }
+    out.append(text.substr(0, bad));
+    const auto b = static_cast<unsigned char>(text[bad]);  // >= 0x80: ASCII is always valid
+    out.push_back(static_cast<char>(0xC0 | (b >> 6)));
+    out.push_back(static_cast<char>(0x80 | (b & 0x3F)));
+    ++n;
+    text.remove_prefix(bad + 1);
+  }
+  if (n_repaired != nullptr) *n_repaired = n;
   return out;
 }
 

@@ -10,10 +10,13 @@
 // Documents: a plain file is one document; a .jsonl / .json-lines file holds one JSON object per
 // line and each record's string field `jsonl_field` is one document (blank lines are allowed).
 // Text is normalised: a leading UTF-8 byte-order mark is dropped, CRLF and lone CR become LF.
-// Invalid UTF-8 is an error naming the file (and JSONL line) and byte offset: we refuse rather
-// than replace, because silently rewriting bytes would make bits-per-byte and the round trip
-// decode(encode(x)) == x lie about the input. Empty documents (no bytes after normalisation)
-// are skipped: they carry no text and would only add a lone eos to the token stream.
+// Bytes of a plain text file that are not valid UTF-8 are read as Latin-1 characters (byte b
+// becomes U+00b), with one warning per file naming it, the count and the first byte offset:
+// older corpora (several Gutenberg and State-of-the-Union files in ../shared) are Latin-1 in
+// places, this reading is lossless and right for them, and bits per byte then counts the UTF-8
+// bytes of the repaired text. JSON is UTF-8 by definition, so in a JSONL file invalid UTF-8 is
+// an error naming the file, line and byte offset. Empty documents (no bytes after
+// normalisation) are skipped: they carry no text and would only add a lone eos to the stream.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -52,6 +55,10 @@ std::vector<Document> read_documents(const std::vector<SourceFile>& sources,
 
 // CRLF and lone CR -> LF.
 std::string normalize_newlines(std::string_view text);
+
+// Copies `text`, turning each byte that is not part of well-formed UTF-8 into the UTF-8 of the
+// Latin-1 character with that code (U+0080..U+00FF); counts them in *n_repaired.
+std::string repair_utf8_as_latin1(std::string_view text, size_t* n_repaired);
 
 // Offset of the first byte that is not part of a well-formed UTF-8 sequence (overlong forms,
 // surrogates and code points above U+10FFFF are ill-formed), or std::string::npos.

@@ -144,28 +144,35 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep_last) {
 
 void verify_checkpoint(const std::string& dir) {
   const fs::path d(dir);
-  MOE_CHECK(fs::is_directory(d), "checkpoint '{}' does not exist", dir);
+  MOE_USAGE_CHECK(fs::is_directory(d), "checkpoint '{}' does not exist", dir);
   const fs::path manifest_path = d / "manifest.json";
-  MOE_CHECK(fs::exists(manifest_path), "checkpoint '{}' is incomplete: manifest.json is missing "
+  MOE_USAGE_CHECK(fs::exists(manifest_path), "checkpoint '{}' is incomplete: manifest.json is missing "
             "(interrupted while saving?)", dir);
   nlohmann::json manifest;
   try {
     manifest = nlohmann::json::parse(read_file(manifest_path.string()));
   } catch (const nlohmann::json::exception& e) {
-    MOE_FAIL("checkpoint '{}': manifest.json is corrupt: {}", dir, e.what());
+    MOE_USAGE_FAIL("checkpoint '{}': manifest.json is corrupt: {}", dir, e.what());
   }
   for (const char* f : kFiles) {
     const fs::path file = d / f;
-    MOE_CHECK(manifest.contains("files") && manifest["files"].contains(f),
+    MOE_USAGE_CHECK(manifest.contains("files") && manifest["files"].is_object() &&
+                        manifest["files"].contains(f),
               "checkpoint '{}': manifest.json does not list {}", dir, f);
-    MOE_CHECK(fs::exists(file), "checkpoint '{}' is incomplete: {} is missing", dir, f);
-    const auto& rec = manifest["files"][f];
+    MOE_USAGE_CHECK(fs::exists(file), "checkpoint '{}' is incomplete: {} is missing", dir, f);
+    uint64_t want_size = 0;
+    std::string want_hash;
+    try {
+      want_size = manifest["files"][f].at("bytes").get<uint64_t>();
+      want_hash = manifest["files"][f].at("hash").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+      MOE_USAGE_FAIL("checkpoint '{}': manifest.json is corrupt: {}", dir, e.what());
+    }
     uint64_t size = 0;
     uint64_t hash = hash_file(file.string(), &size);
-    const uint64_t want_size = rec.at("bytes").get<uint64_t>();
-    MOE_CHECK(size == want_size, "checkpoint '{}' is damaged: {} has {} bytes, the manifest "
+    MOE_USAGE_CHECK(size == want_size, "checkpoint '{}' is damaged: {} has {} bytes, the manifest "
               "says {} (truncated?)", dir, f, size, want_size);
-    MOE_CHECK(fmt::format("{:016x}", hash) == rec.at("hash").get<std::string>(),
+    MOE_USAGE_CHECK(fmt::format("{:016x}", hash) == want_hash,
               "checkpoint '{}' is damaged: the content hash of {} does not match the manifest",
               dir, f);
   }

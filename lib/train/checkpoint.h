@@ -58,8 +58,8 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeMo
 // Deletes the oldest complete checkpoints so that at most keep_last (>= 1) remain.
 void prune_checkpoints(const std::string& run_dir, int64_t keep_last);
 
-// Checks the manifest: every file present with the recorded size and hash. Runtime error naming
-// the checkpoint and the file otherwise.
+// Checks the manifest: every file present with the recorded size and hash. Usage error (a bad
+// input, exit code 2) naming the checkpoint and the file otherwise.
 void verify_checkpoint(const std::string& checkpoint_dir);
 Config load_checkpoint_config(const std::string& checkpoint_dir);
 TrainerState load_trainer_state(const std::string& checkpoint_dir);

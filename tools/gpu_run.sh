@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from a bundle made by tools/gpu_bundle.sh (copied there as run.sh):
+#   1. the gpu tests (GoogleTest XML + logs), then the bundled cpu tests;
+#   2. compute-sanitizer memcheck and racecheck on a short subset of the gpu tests;
+#   3. moebench (small and 0.4b: tokens/s, MFU vs 989 TFLOP/s and vs the measured cuBLAS GEMM
+#      rate, step-time breakdown by op family, sp+cp overhead) and the PyTorch peer on the same
+#      GPU; a summary of both.
+# Everything goes into OUTDIR. A failing step is recorded in OUTDIR/status.txt and the script
+# goes on; it exits non-zero if any step failed.
+#
+# Usage: ./run.sh OUTDIR [--quick]     (--quick: small config only, fewer steps)
+set -uo pipefail
+
+OUT=${1:?usage: run.sh OUTDIR [--quick]}
+QUICK=${2:-}
+BUNDLE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+CUDA_LIBS=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+  [ -d "$d" ] && CUDA_LIBS="$CUDA_LIBS:$d"
+done
+export LD_LIBRARY_PATH="$BUNDLE/lib${CUDA_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PATH="$PATH:/usr/local/cuda/bin"
+STATUS="$OUT/status.txt"
+: > "$STATUS"
+FAILED=0
+
+step() {  # step NAME TIMEOUT_S COMMAND...: runs, logs to OUT/NAME.log, records the exit code
+  local name=$1 limit=$2
+  shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "$name rc=$rc seconds=$(( $(date +%s) - t0 ))" | tee -a "$STATUS"
+  [ $rc -ne 0 ] && FAILED=1
+  return 0
+}
+
+{
+  echo "bundle commit: $(cat "$BUNDLE/COMMIT" 2>/dev/null)"
+  date -u
+  nvidia-smi 2>&1 || echo "nvidia-smi not available"
+  nvcc --version 2>&1 | tail -2 || true
+} > "$OUT/machine.txt"
+
+# 1. tests
+for t in "$BUNDLE"/tests/test_cuda_*; do
+  n=$(basename "$t")
+  step "$n" 1200 "$t" --gtest_output="xml:$OUT/$n.xml"
+done
+if [ "$QUICK" != "--quick" ]; then
+  for t in "$BUNDLE"/tests/test_*; do
+    n=$(basename "$t")
+    case "$n" in test_cuda_*) continue ;; esac
+    step "$n" 600 "$t" --gtest_output="xml:$OUT/$n.xml"
+  done
+fi
+
+# 2. compute-sanitizer on a short run of the op tests (sizes of the test cases, f32 and bf16)
+SAN=$(command -v compute-sanitizer || true)
+if [ -n "$SAN" ] && [ -x "$BUNDLE/tests/test_cuda_ops" ]; then
+  FILTER='AllOps/CudaOps.MatchesCpuReference/*permute*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*'
+  step sanitizer_memcheck 900 "$SAN" --tool memcheck --error-exitcode 9 \
+    "$BUNDLE/tests/test_cuda_ops" --gtest_filter="$FILTER"
+  step sanitizer_racecheck 900 "$SAN" --tool racecheck --error-exitcode 9 \
+    "$BUNDLE/tests/test_cuda_ops" \
+    --gtest_filter='AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/permute_bf16:AllOps/CudaOps.MatchesCpuReference/elementwise_f32'
+  step sanitizer_memcheck_attention 900 "$SAN" --tool memcheck --error-exitcode 9 \
+    "$BUNDLE/tests/test_cuda_ops" --gtest_filter='CudaDeterminism.*'
+else
+  echo "sanitizer skipped: compute-sanitizer not found" | tee -a "$STATUS"
+  FAILED=1
+fi
+
+# 3. benchmark: C++ (moebench) and the PyTorch peer, lb alone and lb,sp,cp
+STEPS=20
+PRESETS="small 0.4b"
+[ "$QUICK" = "--quick" ] && { STEPS=5; PRESETS="small"; }
+for p in $PRESETS; do
+  step "bench_${p}" 900 "$BUNDLE/bin/moebench" --preset "$p" --device cuda --dtype bf16 \
+    --steps "$STEPS" --json "$OUT/bench_${p}.json"
+  if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    step "torch_${p}_lb" 900 python3 "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
+      --steps "$STEPS" --json "$OUT/torch_${p}_lb.json"
+    step "torch_${p}_lbspcp" 900 python3 "$BUNDLE/tools/bench_torch.py" --preset "$p" \
+      --losses lb,sp,cp --steps "$STEPS" --json "$OUT/torch_${p}_lbspcp.json"
+  else
+    echo "torch peer skipped: no CUDA-enabled PyTorch" | tee -a "$STATUS"
+  fi
+done
+
+# Summary: one table of everything measured (missing files are reported as missing).
+python3 - "$OUT" $PRESETS > "$OUT/summary.txt" 2>&1 <<'EOF'
+import json, os, sys
+out, presets = sys.argv[1], sys.argv[2:]
+def load(name):
+    p = os.path.join(out, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+for p in presets:
+    b, t = load(f"bench_{p}.json"), load(f"torch_{p}_lb.json")
+    print(f"== {p}")
+    if b is None:
+        print("  moebench: no result"); continue
+    fpt = b["flops_per_token"]
+    print(f"  device {b['device']} dtype {b['dtype']} batch {b['batch_size']} seq {b['seq_len']}")
+    print(f"  params total {b['params_total']:,} active {b['params_active']:,} flops/token {fpt:.3e}")
+    print(f"  C++ tokens/s {b['lb']['tokens_per_second']:.0f}  MFU vs peak {100*b['mfu_vs_peak']:.1f}%"
+          + (f"  MFU vs measured GEMM ({b['gemm_tflops']:.0f} TFLOP/s) {100*b['mfu_vs_gemm']:.1f}%" if 'gemm_tflops' in b else ""))
+    if "sp_cp_overhead" in b:
+        print(f"  sp+cp overhead (C++): x{b['sp_cp_overhead']:.4f}")
+    for fam, share in sorted(b["lb"]["breakdown_share"].items(), key=lambda kv: -kv[1]):
+        print(f"    {fam:<16} {100*share:5.1f}%")
+    if t is not None:
+        tps = t["tokens_per_second"]
+        print(f"  PyTorch tokens/s {tps:.0f} (MFU vs peak with the C++ FLOP count "
+              f"{100*fpt*tps/1e12/b['peak_tflops']:.1f}%)  C++ / PyTorch = {b['lb']['tokens_per_second']/tps:.2f}x")
+        t2 = load(f"torch_{p}_lbspcp.json")
+        if t2 is not None:
+            print(f"  sp+cp overhead (PyTorch): x{t2['step_seconds']/t['step_seconds']:.4f}")
+EOF
+cat "$OUT/summary.txt"
+exit $FAILED
