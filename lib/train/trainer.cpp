@@ -97,6 +97,9 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
     load_training_state(opts_.resume_checkpoint, *model_, *optimizer_);
     data_.restore_train_state(st.data_state);
     step_ = st.step;
+    MOE_USAGE_CHECK(step_ <= cfg_.train.max_steps, "train.max_steps: expected at least the "
+                    "checkpoint's step {} to resume {}, found {}", step_,
+                    opts_.resume_checkpoint, cfg_.train.max_steps);
     tokens_seen_ = st.tokens_seen;
     last_lr_ = st.lr;
     spdlog::info("resumed from {} at step {} ({} tokens seen)", opts_.resume_checkpoint, step_,
@@ -115,17 +118,21 @@ void Trainer::open_metrics(bool resuming) {
     // resumed run writes them again, so each step appears once.
     std::istringstream in(read_file(path.string()));
     std::string line, kept;
+    bool dropped = false;
     while (std::getline(in, line)) {
-      if (line.empty()) continue;
       try {
         auto j = nlohmann::json::parse(line);
-        if (j.value("step", int64_t{0}) > step_) continue;
+        if (j.value("step", int64_t{0}) > step_) {
+          dropped = true;
+          continue;
+        }
       } catch (const nlohmann::json::exception&) {
-        continue;  // a line cut short by a crash
+        dropped = true;  // a line cut short by a crash
+        continue;
       }
       kept += line + "\n";
     }
-    write_file_atomic(path.string(), kept);
+    if (dropped) write_file_atomic(path.string(), kept);
   }
   metrics_.open(path, std::ios::app);
   MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());
@@ -256,7 +263,8 @@ TrainOutcome Trainer::run() {
                            ? std::min(opts_.stop_at_step, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
   if (step_ >= last) {
-    spdlog::info("nothing to do: the run is at step {} and stops at {}", step_, last);
+    spdlog::info("nothing to do: the run is at step {} and stops at {} (extend it with --set "
+                 "train.max_steps=...)", step_, last);
     return TrainOutcome::kFinished;
   }
   spdlog::info("training steps {}..{} of {} ({} params, {} active; {:.3g} GFLOP/token)",
