@@ -8,6 +8,7 @@
 #
 # Usage: tools/gpu_bundle.sh OUTDIR [BUILD_DIR]
 #   BUILD_DIR defaults to build-gpu-bundle (Release, -DMOE_CUDA=ON, sm_80 and sm_90, -Werror).
+#   SKIP_BUILD=1: package BUILD_DIR as it is (it must be a -DMOE_CUDA=ON build).
 #
 # Libraries NOT bundled (the GPU machine provides them): the CUDA driver and toolkit libraries
 # (libcuda, libcudart, libcublas, libcublasLt, libcudnn*, libnccl*, libnvrtc*, libnvJitLink) and
@@ -23,10 +24,15 @@ BUILD=${2:-$SRC/build-gpu-bundle}
 LIMIT_MIB=64
 JOBS=${JOBS:-2}
 
-command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc not found (install CUDA 13)" >&2; exit 1; }
-cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA=ON -DMOE_WERROR=ON \
-  -DMOE_CUDA_ARCHS="80;90" >/dev/null
-cmake --build "$BUILD" -j "$JOBS"
+if [ "${SKIP_BUILD:-0}" = 1 ]; then  # package an existing CUDA build as it is
+  grep -q "MOE_CUDA:STRING=ON" "$BUILD/CMakeCache.txt" || {
+    echo "gpu_bundle: $BUILD is not a -DMOE_CUDA=ON build" >&2; exit 1; }
+else
+  command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc not found (install CUDA 13)" >&2; exit 1; }
+  cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA=ON -DMOE_WERROR=ON \
+    -DMOE_CUDA_ARCHS="80;90" >/dev/null
+  cmake --build "$BUILD" -j "$JOBS"
+fi
 
 rm -rf "$OUT"
 STAGE="$OUT/.stage"

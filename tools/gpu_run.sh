@@ -71,6 +71,8 @@ fi
 
 # 2. compute-sanitizer on a short run of the op tests (sizes of the test cases, f32 and bf16)
 SAN=$(command -v compute-sanitizer || true)
+[ -z "$SAN" ] && [ -x /usr/local/cuda/compute-sanitizer/compute-sanitizer ] && \
+  SAN=/usr/local/cuda/compute-sanitizer/compute-sanitizer
 if [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
   FILTER='AllOps/CudaOps.MatchesCpuReference/*permute*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*'
   step sanitizer_memcheck 900 "$SAN" --tool memcheck --error-exitcode 9 \
