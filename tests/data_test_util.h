@@ -48,7 +48,7 @@ inline const data::Tokenizer& small_tokenizer() {
   static const std::unique_ptr<data::Tokenizer> tok = [] {
     data::TrainingSample sample(200'000, 200'000);
     sample.add_document(english_sample(200'000));
-    return std::make_unique<data::Tokenizer>(data::train_tokenizer(sample.sentences(), 512, 1));
+    return std::make_unique<data::Tokenizer>(data::train_tokenizer(sample.sentences(), 512));
   }();
   return *tok;
 }

@@ -1,7 +1,11 @@
 // Checkpoints with a real (tiny) model on the CPU backend: save/load round trip of weights and
 // AdamW moments (the next update after a reload is bitwise the same), manifest checks of
-// truncated and altered files, refusal to overwrite, load_checkpoint_for_eval, and the
-// trainer's bit-identical resume (N steps + resume N steps == 2N steps straight).
+// truncated and altered files, refusal to overwrite, load_checkpoint_for_eval, the trainer's
+// bit-identical resume (N steps + resume N steps == 2N steps straight), gradient accumulation
+// (2 micro-batches of B == 1 batch of 2B without the per-micro-batch auxiliary losses) and the
+// global gradient norm.
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -277,6 +281,53 @@ TEST(Checkpoint, KeepLastPrunesDuringTraining) {
   ASSERT_EQ(all.size(), 2u);
   EXPECT_EQ(all[0].first, 6);
   EXPECT_EQ(all[1].first, 8);
+}
+
+TEST(Trainer, GradientAccumulationEqualsOneLargeBatch) {
+  // Without auxiliary losses (whose statistics are per micro-batch by definition, SPEC §2) and
+  // with equal token counts, the mean of the micro-batch gradients is the big batch's gradient.
+  auto be = make_backend("cpu", 1);
+  Config accum = tiny_config(test::make_temp_dir("accum2"));
+  accum.loss.losses = {};
+  accum.train.grad_accum = 2;
+  accum.train.batch_size = 2;
+  Config big = accum;
+  big.run.out_dir = test::make_temp_dir("accum1");
+  big.train.grad_accum = 1;
+  big.train.batch_size = 4;
+  StreamData data_a(accum), data_b(big);
+  Trainer a(accum, *be, data_a, {});
+  Trainer b(big, *be, data_b, {});
+  for (int i = 0; i < 2; ++i) {
+    auto ra = a.train_step();
+    auto rb = b.train_step();
+    EXPECT_NEAR(ra.loss.lm, rb.loss.lm, 1e-5);
+    EXPECT_NEAR(ra.grad_norm, rb.grad_norm, 1e-5 * rb.grad_norm);
+  }
+  auto pa = snapshot(a.model());
+  auto pb = snapshot(b.model());
+  double max_diff = 0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    for (size_t j = 0; j < pa[i].size(); ++j) {
+      max_diff = std::max(max_diff, std::fabs(static_cast<double>(pa[i][j]) - pb[i][j]));
+    }
+  }
+  // Two AdamW steps of lr <= 1e-2 move a weight by up to ~2e-2; the two orders of summation
+  // agree far below that.
+  EXPECT_LT(max_diff, 1e-5);
+}
+
+TEST(Trainer, GlobalGradNormCoversEveryTrainableParam) {
+  auto be = make_backend("cpu", 1);
+  Config cfg = tiny_config(test::make_temp_dir("gnorm"), "deepseek");
+  StreamData data(cfg);
+  Trainer t(cfg, *be, data, {});
+  double n_trainable = 0;
+  for (auto& p : t.model().params()) {
+    be->fill(p.grad, p.trainable ? 0.5 : 100.0);  // non-trainable grads must not count
+    if (p.trainable) n_trainable += static_cast<double>(p.value.numel());
+  }
+  EXPECT_NEAR(t.optimizer().grad_norm(), 0.5 * std::sqrt(n_trainable), 1e-4 * std::sqrt(n_trainable));
 }
 
 }  // namespace

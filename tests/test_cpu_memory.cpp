@@ -92,6 +92,27 @@ TEST(CpuMemory, ConvertBf16RoundsToNearestEven) {
   EXPECT_TRUE(std::isnan(to_host(be, yn)[0]));
 }
 
+// f64 -> bf16 rounds once: a value just above a bf16 tie whose f32 rounding lands exactly on
+// the tie must still round up (a plain f64 -> f32 -> bf16 chain would round to even, down).
+TEST(CpuMemory, ConvertF64ToBf16RoundsOnce) {
+  CpuBackend be(1);
+  std::vector<double> in = {1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30),
+                            -(1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -30)),
+                            1.0 + std::ldexp(1.0, -8), 1.0 + 3 * std::ldexp(1.0, -8), 0.1};
+  std::vector<double> want = {1.0 + std::ldexp(1.0, -7), -(1.0 + std::ldexp(1.0, -7)), 1.0,
+                              1.0 + std::ldexp(1.0, -6), 0.10009765625};
+  Tensor x = to_tensor(be, in, {5}, DType::kF64);
+  Tensor y = be.empty({5}, DType::kBF16);
+  be.convert(y, x);
+  EXPECT_TRUE(test::bitwise_equal(to_host(be, y), want));
+  Tensor ints = be.empty({5}, DType::kI32);
+  EXPECT_THROW(be.convert(ints, x), Error);
+  Tensor counts = test::to_tensor_i32(be, {3, -2, 0, 7, 1}, {5});
+  Tensor as_float = be.empty({5}, DType::kF32);
+  be.convert(as_float, counts);
+  EXPECT_TRUE(test::bitwise_equal(to_host(be, as_float), {3, -2, 0, 7, 1}));
+}
+
 TEST(CpuMemory, ConvertRoundTripsBetweenFloatTypes) {
   CpuBackend be(2);
   std::vector<double> v = test::random_normal(101, 3);

@@ -192,7 +192,7 @@ TEST(Shards, RefusesACacheMadeWithAnotherTokenizer) {
   // Another tokenizer (another vocabulary) pointed at the same cache.
   data::TrainingSample sample(50'000, 50'000);
   sample.add_document(moe::test::english_sample(50'000));
-  const Tokenizer other = train_tokenizer(sample.sentences(), 400, 1);
+  const Tokenizer other = train_tokenizer(sample.sentences(), 400);
   other.save(f.root + "/other.model");
   DataConfig cfg2 = f.cfg;
   cfg2.tokenizer = f.root + "/other.model";

@@ -64,25 +64,42 @@ TEST(EvalScoring, ContinuationSplitMovesTrailingSpace) {
   // into one token, enc(ctx) ends with ':' alone, so the continuation tokens are the tail of the
   // joint encoding after len(enc(ctx)) = 7 tokens: "y" "e" "s" (the space lives in the merged
   // token the model never sees, as in the harness).
-  const TokenRequest r = make_token_request({"Answer: ", "yes"}, toy_encode, 2, 100);
+  const std::vector<TokenRequest> pieces = make_token_requests({"Answer: ", "yes"}, toy_encode, 2, 100);
+  ASSERT_EQ(pieces.size(), 1u);
+  const TokenRequest& r = pieces[0];
   const std::vector<int32_t> expected = {2,        tok('A'), tok('n'), tok('s'), tok('w'), tok('e'),
                                          tok('r'), tok(':'), tok('y'), tok('e'), tok('s')};
   EXPECT_EQ(r.tokens, expected);
   EXPECT_EQ(r.n_targets, 3);
 
   // Without a merge at the boundary the continuation keeps its space token.
-  const TokenRequest q = make_token_request({"Q", " ab"}, toy_encode, 2, 100);
+  const TokenRequest q = make_token_requests({"Q", " ab"}, toy_encode, 2, 100).at(0);
   EXPECT_EQ(q.tokens, (std::vector<int32_t>{2, tok('Q'), tok(' '), tok('a'), tok('b')}));
   EXPECT_EQ(q.n_targets, 3);
 }
 
 TEST(EvalScoring, LeftTruncationKeepsNewestTokens) {
   // [eos] Q x y z + " ab" = 8 tokens; max_length 5 keeps the newest 6.
-  const TokenRequest r = make_token_request({"Qxyz", " ab"}, toy_encode, 2, 5);
-  EXPECT_EQ(r.tokens, (std::vector<int32_t>{tok('x'), tok('y'), tok('z'), tok(' '), tok('a'),
-                                            tok('b')}));
-  EXPECT_EQ(r.n_targets, 3);
-  EXPECT_THROW(make_token_request({"Q", " abcdef"}, toy_encode, 2, 5), Error);
+  const std::vector<TokenRequest> r = make_token_requests({"Qxyz", " ab"}, toy_encode, 2, 5);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].tokens, (std::vector<int32_t>{tok('x'), tok('y'), tok('z'), tok(' '), tok('a'),
+                                               tok('b')}));
+  EXPECT_EQ(r[0].n_targets, 3);
+}
+
+TEST(EvalScoring, ContinuationLongerThanContextIsScoredInPieces) {
+  // S = [eos] Q ' ' a b c d e f (9 tokens), 7 targets, max_length 5: the first piece predicts
+  // ' ' a b c d from S[1:7], the second e f from the newest 6 tokens S[3:9].
+  const std::vector<TokenRequest> r = make_token_requests({"Q", " abcdef"}, toy_encode, 2, 5);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].tokens, (std::vector<int32_t>{tok('Q'), tok(' '), tok('a'), tok('b'), tok('c'),
+                                               tok('d')}));
+  EXPECT_EQ(r[0].n_targets, 5);
+  EXPECT_EQ(r[1].tokens, (std::vector<int32_t>{tok('a'), tok('b'), tok('c'), tok('d'), tok('e'),
+                                               tok('f')}));
+  EXPECT_EQ(r[1].n_targets, 2);
+  // Every target token is scored exactly once.
+  EXPECT_EQ(split_targets({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 10, 3).size(), 4u);
 }
 
 TEST(EvalScoring, WinograndePartialScoring) {

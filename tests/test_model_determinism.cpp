@@ -139,6 +139,46 @@ TEST(ModelDeterminism, GradientIsLinearInLossScaleAndAccumulates) {
   }
 }
 
+TEST(ModelDeterminism, RecomputationIsBitwiseEqual) {
+  // Shared activation buffers + re-run forward in backward must not change a single bit, for a
+  // model with a dense layer, shared experts and balance = bias (the loads count once).
+  const ModelConfig cfg = wider_config();
+  const LossConfig loss = test::all_losses("bias");
+  auto be = make_backend("cpu", 1);
+  MoeModel plain(cfg, loss, *be, 2, 16, DType::kF32, /*recompute=*/false);
+  MoeModel recompute(cfg, loss, *be, 2, 16, DType::kF32, /*recompute=*/true);
+  plain.init_parameters(5);
+  recompute.init_parameters(5);
+  const Batch batch = test::random_batch(2, 16, cfg.vocab_size, 6);
+  const RunResult a = run_once(plain, batch, 1.0f);
+  const RunResult b = run_once(recompute, batch, 1.0f);
+  expect_bitwise(a, b, plain);
+  plain.update_balance_bias(0.01f);
+  recompute.update_balance_bias(0.01f);
+  const std::string bias = "model.layers.2.mlp.gate.e_score_correction_bias";
+  EXPECT_EQ(be->download_vec<float>(plain.param(bias).value),
+            be->download_vec<float>(recompute.param(bias).value));
+  // The bias moved: the loads were accumulated (once) by the forward pass.
+  std::vector<float> moved = be->download_vec<float>(plain.param(bias).value);
+  EXPECT_NE(*std::max_element(moved.begin(), moved.end()), 0.0f);
+}
+
+TEST(ModelDeterminism, EvalForwardDoesNotCountExpertLoads) {
+  const ModelConfig cfg = test::tiny_vanilla_config();
+  auto be = make_backend("cpu", 1);
+  MoeModel model(cfg, test::all_losses("bias"), *be, 2, 8);
+  model.init_parameters(2);
+  const Batch batch = test::random_batch(2, 8, cfg.vocab_size, 7);
+  model.forward(batch, /*need_grad=*/false);
+  model.update_balance_bias(0.5f);  // no loads counted: sign(0) = 0 leaves the bias at zero
+  for (const Param& p : model.params()) {
+    if (!p.trainable) {
+      for (float b : be->download_vec<float>(p.value)) EXPECT_EQ(b, 0.0f) << p.name;
+    }
+  }
+  EXPECT_THROW(model.backward(1.0f), Error);  // backward needs a need_grad forward
+}
+
 TEST(ModelDeterminism, SmallerMicroBatchThanCapacityMatchesAnExactFit) {
   // A model planned for 3 x 8 tokens runs a 2 x 5 batch on the first rows of its buffers; it
   // must compute what a model planned for exactly 2 x 5 computes.

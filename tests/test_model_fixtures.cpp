@@ -8,10 +8,12 @@
 // reference observed between a float32 run of its pipeline and the float64 truth.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -119,13 +121,15 @@ void expect_losses(const LossValues& got, const json& want, double rtol, const s
   }
 }
 
-class ModelFixture : public ::testing::TestWithParam<std::string> {};
+// (fixture name, activation recomputation)
+class ModelFixture : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
 
 TEST_P(ModelFixture, ForwardBackwardAndThreeAdamWSteps) {
-  Fixture f = load_fixture(GetParam());
+  Fixture f = load_fixture(std::get<0>(GetParam()));
+  const bool recompute = std::get<1>(GetParam());
   const json& tol = f.meta.at("tolerances");
   auto be = make_backend("cpu");
-  MoeModel model(f.model, f.loss, *be, f.batch.batch, f.batch.seq, DType::kF32);
+  MoeModel model(f.model, f.loss, *be, f.batch.batch, f.batch.seq, DType::kF32, recompute);
   load_weights(model, *f.tensors, /*allow_unknown=*/true);
 
   // ---- step 0: forward, routing, losses, gradients ----
@@ -214,7 +218,13 @@ TEST_P(ModelFixture, ForwardBackwardAndThreeAdamWSteps) {
                 "after the steps");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ModelFixture, ::testing::Values("vanilla", "deepseek"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, ModelFixture,
+                         ::testing::Combine(::testing::Values("vanilla", "deepseek"),
+                                            ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<ModelFixture::ParamType>& info) {
+                           return std::get<0>(info.param) +
+                                  (std::get<1>(info.param) ? "_recompute" : "");
+                         });
 
 }  // namespace
 }  // namespace moe

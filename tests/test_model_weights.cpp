@@ -84,6 +84,20 @@ TEST(ModelWeights, HuggingFaceNamesAndShapes) {
                {"e_score_correction_bias"});
 }
 
+TEST(ModelWeights, ActivationEstimateMatchesWhatTheModelAllocates) {
+  auto be = make_backend("cpu", 1);
+  for (const ModelConfig& c : {test::tiny_vanilla_config(), test::tiny_deepseek_config()}) {
+    for (bool recompute : {false, true}) {
+      for (DType dtype : {DType::kF32, DType::kF64}) {
+        MoeModel model(c, test::all_losses("bias"), *be, 3, 5, dtype, recompute);
+        EXPECT_EQ(model.activation_bytes(),
+                  estimate_activation_memory(c, 0, 3, 5, dtype, true, recompute).total_bytes)
+            << c.arch << " recompute " << recompute << " " << dtype_name(dtype);
+      }
+    }
+  }
+}
+
 TEST(ModelWeights, RoundTripIsBitwiseAndComputesTheSameLogits) {
   auto be = make_backend("cpu");
   const ModelConfig c = test::tiny_deepseek_config();

@@ -67,12 +67,24 @@ TEST(ParamCount, ActivationMemoryScalesWithBatchAndDtype) {
   const ActivationMemory eval = estimate_activation_memory(cfg, 0, 1, 8, DType::kF32, false);
   const ActivationMemory bf16 = estimate_activation_memory(cfg, 0, 1, 8, DType::kBF16);
   EXPECT_GT(one.total_bytes, 0);
-  // Every term but the [E+1] expert offsets is linear in the number of tokens.
-  EXPECT_EQ(2 * one.total_bytes - two.total_bytes, 4 * (4 + 1));
+  // Every term but the [E+1] expert offsets and the per-layer loss scalars (lb, z, sp of the
+  // one MoE layer, and cp) is linear in the number of tokens.
+  EXPECT_EQ(2 * one.total_bytes - two.total_bytes, 4 * (4 + 1) + 4 * (3 * 1 + 1));
   EXPECT_EQ(eval.grad_bytes, 0);
   EXPECT_LT(eval.total_bytes, one.total_bytes);
   EXPECT_LT(bf16.total_bytes, one.total_bytes);
   EXPECT_EQ(one.total_bytes, one.layers_bytes + one.head_bytes + one.grad_bytes);
+  // Recomputation keeps less per layer, and saves more the deeper the model.
+  const ActivationMemory rec = estimate_activation_memory(cfg, 0, 1, 8, DType::kF32, true, true);
+  EXPECT_LT(rec.per_layer_bytes, one.per_layer_bytes);
+  EXPECT_LT(rec.layers_bytes, one.layers_bytes);
+  ModelConfig deep = cfg;
+  deep.n_layers = 12;
+  const int64_t saved2 = one.layers_bytes - rec.layers_bytes;
+  const int64_t saved12 =
+      estimate_activation_memory(deep, 0, 1, 8, DType::kF32, true, false).layers_bytes -
+      estimate_activation_memory(deep, 0, 1, 8, DType::kF32, true, true).layers_bytes;
+  EXPECT_GT(saved12, saved2);
 }
 
 }  // namespace

@@ -83,7 +83,7 @@ json tokenizer_key(const DataConfig& cfg, const std::vector<SourceFile>& train) 
 std::shared_ptr<const Tokenizer> train_and_cache_tokenizer(const DataConfig& cfg,
                                                            const std::vector<SourceFile>& train,
                                                            const std::string& cache,
-                                                           const json& key, int threads) {
+                                                           const json& key) {
   const CorpusScan corpus = scan(train, cfg.jsonl_field);
   MOE_USAGE_CHECK(corpus.bytes > 0, "data.train ({}) holds no text", join_specs(cfg.train));
   TrainingSample sample(cfg.tokenizer_train_bytes, corpus.bytes);
@@ -93,7 +93,7 @@ std::shared_ptr<const Tokenizer> train_and_cache_tokenizer(const DataConfig& cfg
                static_cast<double>(corpus.bytes) / 1e6, sample.sentences().size());
   const auto t0 = std::chrono::steady_clock::now();
   auto tok = std::make_shared<const Tokenizer>(
-      train_tokenizer(sample.sentences(), cfg.tokenizer_vocab_size, threads));
+      train_tokenizer(sample.sentences(), cfg.tokenizer_vocab_size));
   spdlog::info("tokenizer trained in {:.1f} s (fingerprint {})",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                tok->fingerprint_hex());
@@ -107,8 +107,7 @@ std::shared_ptr<const Tokenizer> train_and_cache_tokenizer(const DataConfig& cfg
 // Step 2 of prepare.h.
 std::shared_ptr<const Tokenizer> obtain_tokenizer(const DataConfig& cfg,
                                                   const std::vector<SourceFile>& train,
-                                                  const std::string& cache, int threads,
-                                                  bool* trained) {
+                                                  const std::string& cache, bool* trained) {
   *trained = false;
   if (!cfg.tokenizer.empty()) {
     auto tok = std::make_shared<const Tokenizer>(Tokenizer::load(cfg.tokenizer));
@@ -137,7 +136,7 @@ std::shared_ptr<const Tokenizer> obtain_tokenizer(const DataConfig& cfg,
     return tok;
   }
   *trained = true;
-  return train_and_cache_tokenizer(cfg, train, cache, key, threads);
+  return train_and_cache_tokenizer(cfg, train, cache, key);
 }
 
 json shards_key(const DataConfig& cfg, const std::vector<SourceFile>& train,
@@ -229,7 +228,7 @@ PreparedData prepare_data(const DataConfig& cfg, const std::string& out_dir,
   fs::create_directories(out_dir, ec);
   MOE_USAGE_CHECK(!ec, "cannot create run.out_dir {}: {}", out_dir, ec.message());
 
-  out.tokenizer = obtain_tokenizer(cfg, train, out.cache_dir, opt.threads, &out.trained_tokenizer);
+  out.tokenizer = obtain_tokenizer(cfg, train, out.cache_dir, &out.trained_tokenizer);
   const Tokenizer& tok = *out.tokenizer;
   out.vocab_size = tok.vocab_size();
   out.fingerprint = tok.fingerprint();

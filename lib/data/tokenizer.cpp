@@ -2,7 +2,6 @@
 // per-token byte lengths. See tokenizer.h.
 #include "data/tokenizer.h"
 
-#include <omp.h>
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
@@ -201,13 +200,11 @@ void TrainingSample::offer(std::string_view sentence) {
   }
 }
 
-Tokenizer train_tokenizer(const std::vector<std::string>& sentences, int64_t vocab_size,
-                          int threads) {
+Tokenizer train_tokenizer(const std::vector<std::string>& sentences, int64_t vocab_size) {
   MOE_USAGE_CHECK(!sentences.empty(), "no text to train the tokenizer on");
   MOE_USAGE_CHECK(vocab_size >= 260 && vocab_size <= (int64_t{1} << 31) - 1,
                   "data.tokenizer_vocab_size must be at least 260 (3 special tokens + 256 byte "
                   "fallback tokens + 1), found {}", vocab_size);
-  if (threads <= 0) threads = omp_get_max_threads();
   const std::unordered_map<std::string, std::string> spec = {
       {"model_type", "bpe"},
       {"vocab_size", std::to_string(vocab_size)},
@@ -222,7 +219,7 @@ Tokenizer train_tokenizer(const std::vector<std::string>& sentences, int64_t voc
       {"pad_id", "-1"},
       {"max_sentence_length", std::to_string(kMaxTrainingSentenceBytes + 96)},
       {"input_sentence_size", "0"},
-      {"num_threads", std::to_string(threads)},
+      {"num_threads", "1"},  // see tokenizer.h: keeps the model bytes machine-independent
       {"minloglevel", "2"},  // sentencepiece's own INFO/WARNING chatter off; we log a summary
   };
   VectorSentenceIterator it(sentences);

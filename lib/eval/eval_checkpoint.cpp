@@ -14,7 +14,8 @@ namespace moe::eval {
 EvalCheckpoint load_eval_checkpoint(const std::string& dir_arg, Backend& backend, int64_t rows) {
   MOE_USAGE_CHECK(fs::is_directory(dir_arg), "--checkpoint {}: no such directory", dir_arg);
   std::string dir = dir_arg;
-  if (!fs::exists(fs::path(dir) / "config.yaml") && fs::is_directory(fs::path(dir) / "checkpoints")) {
+  if (!fs::exists(fs::path(dir) / "model.safetensors") &&
+      fs::is_directory(fs::path(dir) / "checkpoints")) {
     dir = resolve_resume_checkpoint(dir);  // a run directory: its newest checkpoint
   }
   for (const char* f : {"config.yaml", "model.safetensors", "tokenizer.model"}) {

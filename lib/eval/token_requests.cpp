@@ -16,8 +16,25 @@ std::pair<std::string, std::string> split_context(const std::string& context,
   return {kept, context.substr(kept.size()) + continuation};
 }
 
-TokenRequest make_token_request(const LoglikRequest& request, const Encoder& encode,
-                                int32_t start_token, int64_t max_length) {
+std::vector<TokenRequest> split_targets(const std::vector<int32_t>& seq, int64_t n_targets,
+                                        int64_t max_length) {
+  const int64_t n = static_cast<int64_t>(seq.size());
+  MOE_CHECK(n_targets >= 0 && n_targets < n, "split_targets: {} targets of {} tokens", n_targets, n);
+  std::vector<TokenRequest> out;
+  for (int64_t a = n - n_targets; a < n || out.empty(); a += max_length) {
+    const int64_t b = std::min(n, a + max_length);
+    TokenRequest r;
+    r.tokens.assign(seq.begin() + std::max<int64_t>(0, b - max_length - 1), seq.begin() + b);
+    r.n_targets = b - a;
+    out.push_back(std::move(r));
+    if (b == n) break;
+  }
+  return out;
+}
+
+std::vector<TokenRequest> make_token_requests(const LoglikRequest& request, const Encoder& encode,
+                                              int32_t start_token, int64_t max_length) {
+  MOE_CHECK(max_length >= 1, "make_token_requests: max_length {} < 1", max_length);
   const auto [ctx, cont] = split_context(request.context, request.continuation);
   std::vector<int32_t> ctx_enc, cont_enc;
   if (ctx.empty()) {
@@ -27,20 +44,12 @@ TokenRequest make_token_request(const LoglikRequest& request, const Encoder& enc
     ctx_enc = encode(ctx);
     if (whole.size() > ctx_enc.size()) cont_enc.assign(whole.begin() + ctx_enc.size(), whole.end());
   }
-  MOE_USAGE_CHECK(static_cast<int64_t>(cont_enc.size()) <= max_length,
-                  "continuation of {} tokens exceeds the model context {} (\"{}\")",
-                  cont_enc.size(), max_length, cont.substr(0, 60));
-  TokenRequest r;
-  r.tokens.reserve(1 + ctx_enc.size() + cont_enc.size());
-  r.tokens.push_back(start_token);
-  r.tokens.insert(r.tokens.end(), ctx_enc.begin(), ctx_enc.end());
-  r.tokens.insert(r.tokens.end(), cont_enc.begin(), cont_enc.end());
-  r.n_targets = static_cast<int64_t>(cont_enc.size());
-  const int64_t keep = max_length + 1;
-  if (static_cast<int64_t>(r.tokens.size()) > keep) {
-    r.tokens.erase(r.tokens.begin(), r.tokens.end() - keep);
-  }
-  return r;
+  std::vector<int32_t> seq;
+  seq.reserve(1 + ctx_enc.size() + cont_enc.size());
+  seq.push_back(start_token);
+  seq.insert(seq.end(), ctx_enc.begin(), ctx_enc.end());
+  seq.insert(seq.end(), cont_enc.begin(), cont_enc.end());
+  return split_targets(seq, static_cast<int64_t>(cont_enc.size()), max_length);
 }
 
 std::vector<TokenRequest> rolling_windows(const std::vector<int32_t>& toks, int32_t start_token,

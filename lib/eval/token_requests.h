@@ -6,6 +6,11 @@
 // whole = enc(ctx + cont), ctx_enc = enc(ctx), cont_enc = whole[len(ctx_enc):] (the continuation
 // tokens are the tail of the JOINT encoding); the sequence is [eos] + ctx_enc + cont_enc, left-
 // truncated to the newest max_length + 1 tokens.
+// A continuation longer than max_length (the harness asserts there; it happens with the small
+// contexts of CPU models, e.g. long piqa solutions at 128 tokens) is scored in consecutive
+// pieces of at most max_length targets, each with the longest context that fits; the pieces'
+// log-likelihoods add up and greedy is the AND. With continuation <= max_length there is
+// exactly one piece, identical to the harness.
 //
 // Rolling windows (perplexity): the document's tokens are predicted in disjoint blocks of
 // max_length; the first block is conditioned on [eos], each later block on the tokens before it
@@ -34,8 +39,11 @@ struct TokenRequest {
 std::pair<std::string, std::string> split_context(const std::string& context,
                                                   const std::string& continuation);
 
-TokenRequest make_token_request(const LoglikRequest& request, const Encoder& encode,
-                                int32_t start_token, int64_t max_length);
+std::vector<TokenRequest> make_token_requests(const LoglikRequest& request, const Encoder& encode,
+                                              int32_t start_token, int64_t max_length);
+// Pieces scoring the last n_targets tokens of `sequence` (see above).
+std::vector<TokenRequest> split_targets(const std::vector<int32_t>& sequence, int64_t n_targets,
+                                        int64_t max_length);
 
 // Windows covering every token of `doc_tokens` exactly once.
 std::vector<TokenRequest> rolling_windows(const std::vector<int32_t>& doc_tokens,

@@ -75,19 +75,32 @@ TaskResult evaluate_task(const Task& task, ScoringModel& model, const Encoder& e
                          const ZeroShotOptions& options) {
   const int64_t total = static_cast<int64_t>(task.docs.size());
   const int64_t n_docs = options.limit > 0 ? std::min(options.limit, total) : total;
-  std::vector<TokenRequest> requests;
+  // One request may become several pieces (a continuation longer than the context).
+  std::vector<TokenRequest> pieces;
+  std::vector<size_t> first_piece;  // per request, then one past the end
   for (int64_t d = 0; d < n_docs; ++d) {
     for (const LoglikRequest& r : task.docs[d].requests) {
-      try {
-        requests.push_back(make_token_request(r, encode, options.start_token, model.max_seq()));
-      } catch (const Error& e) {
-        MOE_USAGE_FAIL("task {} document {}: {}", task.name, d, e.what());
+      first_piece.push_back(pieces.size());
+      for (TokenRequest& p :
+           make_token_requests(r, encode, options.start_token, model.max_seq())) {
+        pieces.push_back(std::move(p));
       }
     }
   }
-  spdlog::info("{}: {} documents, {} requests", task.name, n_docs, requests.size());
+  first_piece.push_back(pieces.size());
+  const size_t n_requests = first_piece.size() - 1;
+  spdlog::info("{}: {} documents, {} requests, {} scored pieces", task.name, n_docs, n_requests,
+               pieces.size());
   LoglikScorer scorer(model);
-  const std::vector<ScoredRequest> scores = scorer.score(requests, options.start_token);
+  const std::vector<ScoredRequest> piece_scores = scorer.score(pieces, options.start_token);
+  std::vector<ScoredRequest> scores(n_requests);
+  for (size_t i = 0; i < n_requests; ++i) {
+    for (size_t p = first_piece[i]; p < first_piece[i + 1]; ++p) {
+      scores[i].ll += piece_scores[p].ll;
+      scores[i].greedy = scores[i].greedy && piece_scores[p].greedy;
+      scores[i].n_targets += piece_scores[p].n_targets;
+    }
+  }
   TaskResult res = aggregate_task(task, n_docs, scores, options.bootstrap_iters);
   res.stats = scorer.stats();
   return res;

@@ -26,6 +26,13 @@ template <typename T> MOE_HD T silu_grad(T x) {
   return s * (T(1) + x * (T(1) - s));
 }
 
+// The same two formulas from a precomputed s = sigmoid(x), for loops that compute the sigmoid
+// once with their own exp.
+template <typename T> MOE_HD T silu_from_sigmoid(T x, T s) { return x * s; }
+template <typename T> MOE_HD T silu_grad_from_sigmoid(T x, T s) {
+  return s * (T(1) + x * (T(1) - s));
+}
+
 // RoPE angle of position `pos` for pair index i in [0, head_dim/2):
 // pos * theta^(-2i/head_dim), the Hugging Face Llama inv_freq. Computed in double on the host
 // (CUDA callers pass float and accept the rounding of powf).

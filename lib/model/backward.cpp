@@ -3,6 +3,7 @@
 // accumulating into every Param::grad. L_lm is the mean over the valid targets, so the
 // cross-entropy gradient is scaled by loss_scale / n_valid. R_cp's gradient w.r.t. the top-k
 // masses of all layers is computed first; each MoE layer then adds its row into dprobs.
+// With recomputation each layer's forward is re-run (bitwise identically) before its backward.
 #include "model/model_impl.h"
 
 namespace moe {
@@ -35,6 +36,13 @@ void MoeModel::backward(float loss_scale) {
 
   for (auto it = m.layers.rbegin(); it != m.layers.rend(); ++it) {
     Layer& layer = *it;
+    if (m.recompute && layer.index != c.n_layers - 1) {
+      // The shared buffers hold a later layer's activations: re-run this layer's forward from
+      // its saved input (need_grad = false: the expert loads were counted in forward()).
+      Tensor scratch_out = head_rows(m.recompute_out, N);
+      layer_forward(m, c, loss_cfg_, be, layer, head_rows(m.hidden[layer.index], N), scratch_out,
+                    /*need_grad=*/false);
+    }
     // dh = dL/dh_out. FFN block -> dnorm, then the norm adds its path into dh (= dL/dh_mid).
     if (layer.is_moe) {
       moe_backward(m, c, loss_cfg_, be, layer, loss_scale);

@@ -26,6 +26,22 @@ void check_batch(const Batch& b, const ModelConfig& c, int64_t cap_tokens, int64
 
 }  // namespace
 
+void layer_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
+                   Layer& layer, const Tensor& h_in, Tensor& h_out, bool need_grad) {
+  const int64_t N = m.rows();
+  Tensor h_mid = head_rows(layer.act.mid, N);
+  attention_forward(m, c, be, layer, h_in, h_mid);
+  Tensor norm = head_rows(layer.act.ffn_norm, N), rstd = head_rows(layer.act.ffn_rstd, N);
+  be.rms_norm_forward(norm, rstd, h_mid, layer.ffn_gain.compute(),
+                      static_cast<float>(c.norm_eps));
+  be.copy(h_out, h_mid);
+  if (layer.is_moe) {
+    moe_forward(m, c, lc, be, layer, h_out, need_grad);
+  } else {
+    dense_ffn_forward(m, be, layer, h_out);
+  }
+}
+
 void MoeModel::forward(const Batch& batch, bool need_grad) {
   Impl& m = *impl_;
   Backend& be = backend_;
@@ -46,18 +62,9 @@ void MoeModel::forward(const Batch& batch, bool need_grad) {
   be.embedding_forward(h0, ids, m.embed.compute());
   const float eps = static_cast<float>(c.norm_eps);
   for (Layer& layer : m.layers) {
-    const Tensor h_in = head_rows(m.hidden[layer.index], N);
-    Tensor h_mid = head_rows(layer.act.mid, N);
     Tensor h_out = head_rows(m.hidden[layer.index + 1], N);
-    attention_forward(m, c, be, layer, h_in, h_mid);
-    Tensor norm = head_rows(layer.act.ffn_norm, N), rstd = head_rows(layer.act.ffn_rstd, N);
-    be.rms_norm_forward(norm, rstd, h_mid, layer.ffn_gain.compute(), eps);
-    be.copy(h_out, h_mid);
-    if (layer.is_moe) {
-      moe_forward(m, c, loss_cfg_, be, layer, h_out, need_grad);
-    } else {
-      dense_ffn_forward(m, be, layer, h_out);
-    }
+    layer_forward(m, c, loss_cfg_, be, layer, head_rows(m.hidden[layer.index], N), h_out,
+                  need_grad);
   }
   if (m.n_moe_layers > 0) {
     be.cp_loss_forward(m.cp_value, m.masses.slice_flat(0, {m.n_moe_layers, N}));

@@ -138,12 +138,17 @@ double download_sum(Backend& be, const Tensor& t) {
 
 MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend,
                    int64_t max_batch, int64_t seq, DType compute_dtype)
+    : MoeModel(model, loss, backend, max_batch, seq, compute_dtype, /*recompute=*/false) {}
+
+MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend,
+                   int64_t max_batch, int64_t seq, DType compute_dtype, bool recompute)
     : cfg_(model), loss_cfg_(loss), backend_(backend) {
   check_model_config(cfg_, loss_cfg_, max_batch, seq, compute_dtype);
   impl_ = new Impl();
   Impl& m = *impl_;
   m.act = compute_dtype;
   m.stat = compute_dtype == DType::kF64 ? DType::kF64 : DType::kF32;
+  m.recompute = recompute;
   m.max_batch = max_batch;
   m.max_seq = seq;
   m.cap_tokens = max_batch * seq;
@@ -200,101 +205,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   m.final_gain = pb.add("model.norm.weight", {d}, /*decay=*/false);
   m.lm_head = c.tie_embeddings ? m.embed : pb.add("lm_head.weight", {m.vocab, d});
 
-  // ---- activations ----------------------------------------------------------------------------
-  const int64_t N = m.cap_tokens, k = c.top_k, R = N * k, M = m.n_moe_layers;
-  auto act = [&](const Shape& s) { return backend_.empty(s, m.act); };
-  auto stat = [&](const Shape& s) { return backend_.empty(s, m.stat); };
-  auto i32 = [&](const Shape& s) { return backend_.empty(s, DType::kI32); };
-  for (int64_t l = 0; l <= c.n_layers; ++l) m.hidden.push_back(act({N, d}));
-  for (Layer& layer : m.layers) {
-    LayerActs& a = layer.act;
-    a.attn_norm = act({N, d});
-    a.attn_rstd = stat({N});
-    a.q = act({N, qw});
-    a.k = act({N, kvw});
-    a.v = act({N, kvw});
-    a.attn_out = act({N, qw});
-    a.attn_lse = stat({N * c.n_heads});
-    a.mid = act({N, d});
-    a.ffn_norm = act({N, d});
-    a.ffn_rstd = stat({N});
-    if (!layer.is_moe) {
-      a.gate = act({N, c.ffn_dim});
-      a.up = act({N, c.ffn_dim});
-      a.z = act({N, c.ffn_dim});
-      continue;
-    }
-    if (m.act == DType::kBF16) a.router_in = stat({N, d});
-    a.router_logits = stat({N, E});
-    a.probs = stat({N, E});
-    a.topk_idx = i32({N, k});
-    a.topk_weight = stat({N, k});
-    a.expert_offsets = i32({E + 1});
-    a.row_token = i32({R});
-    a.token_row = i32({N, k});
-    a.x_perm = act({R, d});
-    a.gate = act({R, f});
-    a.up = act({R, f});
-    a.z = act({R, f});
-    a.y_perm = act({R, d});
-    if (sw > 0) {
-      a.shared_gate = act({N, sw});
-      a.shared_up = act({N, sw});
-      a.shared_z = act({N, sw});
-    }
-  }
-  m.ids = i32({N});
-  m.targets = i32({N});
-  m.final_norm = act({N, d});
-  m.final_rstd = stat({N});
-  m.logits = act({N, m.vocab});
-  m.token_nll = stat({N});
-  m.ce_lse = stat({N});
-  if (M > 0) {
-    m.lb_values = backend_.zeros({M}, m.stat);
-    m.z_values = backend_.zeros({M}, m.stat);
-    m.sp_values = backend_.zeros({M}, m.stat);
-    m.masses = stat({M * N});
-  }
-  m.cp_value = backend_.zeros({1}, m.stat);
-
-  // ---- backward scratch (shared by all layers) -------------------------------------------------
-  GradScratch& g = m.g;
-  g.dlogits = act({N, m.vocab});
-  g.dfinal = act({N, d});
-  g.dh = act({N, d});
-  g.dnorm = act({N, d});
-  g.dattn = act({N, qw});
-  g.dq = act({N, qw});
-  g.dk = act({N, kvw});
-  g.dk_rope = act({N, kvw});
-  g.dv = act({N, kvw});
-  if (c.dense_layers > 0) {
-    g.dgate = act({N, c.ffn_dim});
-    g.dup = act({N, c.ffn_dim});
-    g.dz = act({N, c.ffn_dim});
-  }
-  if (M > 0) {
-    g.dy_perm = act({R, d});
-    g.dz_e = act({R, f});
-    g.dgate_e = act({R, f});
-    g.dup_e = act({R, f});
-    g.dx_perm = act({R, d});
-    g.dx_perm2 = act({R, d});
-    g.dweight = stat({N, k});
-    g.dprobs = stat({N, E});
-    g.drouter = stat({N, E});
-    g.dmasses = stat({M * N});
-    if (m.act == DType::kBF16) {
-      g.drouter_in = stat({N, d});
-      g.dnorm_tmp = act({N, d});
-    }
-    if (sw > 0) {
-      g.dshared_gate = act({N, sw});
-      g.dshared_up = act({N, sw});
-      g.dshared_z = act({N, sw});
-    }
-  }
+  plan_buffers(m, cfg_, backend_);
 }
 
 MoeModel::~MoeModel() { delete impl_; }
@@ -312,6 +223,8 @@ int64_t MoeModel::n_params_active() const { return params_active(cfg_, cfg_.voca
 double MoeModel::flops_per_token() const {
   return moe::flops_per_token(cfg_, cfg_.vocab_size, impl_->max_seq);
 }
+
+int64_t MoeModel::activation_bytes() const { return impl_->activation_bytes; }
 
 void MoeModel::zero_grad() {
   for (Param& p : params_) backend_.fill(p.grad, 0.0);

@@ -50,6 +50,11 @@ class MoeModel {
   // max_batch x seq is the largest micro-batch forward() will be given.
   MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend, int64_t max_batch,
            int64_t seq, DType compute_dtype = DType::kF32);
+  // recompute = true: activation recomputation (train.recompute). The layers share one set of
+  // activation buffers and backward() re-runs each layer's forward from its saved input, so
+  // activation memory no longer grows with depth; results are bitwise those of recompute = false.
+  MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend, int64_t max_batch,
+           int64_t seq, DType compute_dtype, bool recompute);
   ~MoeModel();
   MoeModel(const MoeModel&) = delete;
   MoeModel& operator=(const MoeModel&) = delete;
@@ -63,6 +68,9 @@ class MoeModel {
   int64_t n_params_total() const;          // counted once when embeddings are tied
   int64_t n_params_active() const;         // per token: k of E routed experts
   double flops_per_token() const;          // forward + backward (6 * active matmul params + attn)
+  // Bytes of every activation and backward buffer the model allocated (weights, gradients and
+  // optimizer state excluded); equals estimate_activation_memory() of param_count.h.
+  int64_t activation_bytes() const;
 
   // Runs the forward pass and all enabled losses. With need_grad=false (eval) the activations
   // needed only for backward may be skipped.

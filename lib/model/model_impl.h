@@ -57,6 +57,7 @@ struct GradScratch {
 
 struct ModelState {
   DType act = DType::kF32, stat = DType::kF32;
+  bool recompute = false;  // layers share activation buffers; backward re-runs each layer
   int64_t max_batch = 0, max_seq = 0, cap_tokens = 0;
   int64_t n_moe_layers = 0;
   int64_t vocab = 0;
@@ -72,6 +73,8 @@ struct ModelState {
   Tensor cp_value;                         // [1] stat
   Tensor masses;                           // [M * cap] stat, top-k mass per layer and token
   GradScratch g;
+  int64_t activation_bytes = 0;  // everything plan_buffers allocated
+  Tensor recompute_out;  // [cap, d]: where a re-run layer writes its (unused) output
 
   // The last forward pass.
   int64_t batch = 0, seq = 0, n_tokens = 0, n_valid = 0;
@@ -88,6 +91,13 @@ inline Tensor head_rows(const Tensor& t, int64_t n) { return t.rows(0, n); }
 inline Tensor flat_row(const Tensor& flat, int64_t i, int64_t n) {
   return flat.slice_flat(i * n, {n});
 }
+
+// Allocates every activation and backward buffer (buffers.cpp); layers and n_moe_layers must be
+// set up first.
+void plan_buffers(ModelState& m, const ModelConfig& c, Backend& be);
+// One layer's forward: attention, FFN norm, dense FFN or MoE (forward.cpp).
+void layer_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
+                   Layer& layer, const Tensor& h_in, Tensor& h_out, bool need_grad);
 
 // out += SwiGLU(x) (dense FFN, shared experts) and its backward (ffn_block.cpp).
 void swiglu_mlp_forward(Backend& be, Tensor& out, const Tensor& x, const Weight& gate_w,

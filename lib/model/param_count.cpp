@@ -66,7 +66,7 @@ double flops_per_token(const ModelConfig& cfg, int64_t vocab_size, int64_t seq) 
 
 ActivationMemory estimate_activation_memory(const ModelConfig& cfg, int64_t vocab_size,
                                             int64_t batch, int64_t seq, DType act_dtype,
-                                            bool need_grad) {
+                                            bool need_grad, bool recompute) {
   const int64_t V = resolve_vocab(cfg, vocab_size);
   const int64_t a = static_cast<int64_t>(dtype_size(act_dtype));
   const int64_t s = act_dtype == DType::kF64 ? 8 : 4;  // router, statistics, losses
@@ -78,31 +78,47 @@ ActivationMemory estimate_activation_memory(const ModelConfig& cfg, int64_t voca
   const int64_t F = cfg.ffn_dim;
   const int64_t n_moe = moe_layer_count(cfg), n_dense = cfg.n_layers - n_moe;
 
-  // Residual stream at the layer input and after attention, both norm outputs, q, k, v,
-  // attention output; norm statistics and the attention log-sum-exp.
-  const int64_t common = a * (4 * N * d + 2 * N * qw + 2 * N * kvw) +
-                         s * (2 * N + cfg.n_heads * N);
-  // Router logits (+ an f32 copy of the norm output when activations are not f32), probs,
-  // top-k weights and mass; dispatch plan; permuted input, gate, up, z and expert output;
-  // shared experts' gate, up, z.
+  // Saved per layer in every mode: the residual stream at the layer input; for a MoE layer its
+  // routing (logits, probabilities, top-k weights and indices, top-k mass).
+  const int64_t hidden = a * N * d;
+  const int64_t routing = s * (2 * N * E + N * k + N) + i * N * k;
+  // Attention block: both norm outputs, residual after attention, q, k, v, attention output;
+  // norm statistics and the attention log-sum-exp.
+  const int64_t attn =
+      a * (3 * N * d + 2 * N * qw + 2 * N * kvw) + s * (2 * N + cfg.n_heads * N);
+  // Experts: (an f32 copy of the norm output when activations are not f32), dispatch plan,
+  // permuted input, gate, up, z and expert output; shared experts' gate, up, z.
   const int64_t router_in = (act_dtype == DType::kBF16) ? s * N * d : 0;
-  const int64_t moe = common + router_in + s * (2 * N * E + N * k + N) +
-                      i * (E + 1 + R + N * k) + a * (2 * R * d + 3 * R * f + 3 * N * sw);
-  const int64_t dense = common + a * 3 * N * F;
+  const int64_t experts = router_in + i * (E + 1 + R + N * k) +
+                          a * (2 * R * d + 3 * R * f + 3 * N * sw);
+  const int64_t dense = a * 3 * N * F;
 
   ActivationMemory m;
-  m.per_layer_bytes = std::max(n_moe > 0 ? moe : 0, n_dense > 0 ? dense : 0);
-  m.layers_bytes = n_moe * moe + n_dense * dense;
-  // Final residual, final norm output and statistics, logits, per-token NLL and log-sum-exp.
-  m.head_bytes = a * (2 * N * d + N * V) + s * 3 * N;
+  if (!recompute) {
+    const int64_t moe = hidden + attn + routing + experts, dense_layer = hidden + attn + dense;
+    m.per_layer_bytes = std::max(n_moe > 0 ? moe : 0, n_dense > 0 ? dense_layer : 0);
+    m.layers_bytes = n_moe * moe + n_dense * dense_layer;
+  } else {
+    // One shared set of block buffers (+ the re-run layer's output); per layer only the input
+    // and the routing.
+    m.per_layer_bytes = hidden + (n_moe > 0 ? routing : 0);
+    m.layers_bytes = cfg.n_layers * hidden + n_moe * routing + attn + hidden +
+                     (n_moe > 0 ? experts : 0) + (n_dense > 0 ? dense : 0);
+  }
+  m.layers_bytes += hidden;  // the residual stream entering the head
+  // Token ids and targets; final norm output and statistics, logits, per-token NLL and
+  // log-sum-exp; the per-layer loss values and R_cp.
+  m.head_bytes = i * 2 * N + a * (N * d + N * V) + s * 3 * N + s * (3 * n_moe + 1);
   if (need_grad) {
-    // dlogits, the residual gradient and its norm-path scratch, dq/dk/dv + rope scratch,
-    // the FFN / expert gradient scratch of one layer (reused across layers).
-    const int64_t ffn_scratch = std::max(
-        n_moe > 0 ? a * (3 * R * d + 3 * R * f + 4 * N * sw) + s * (3 * N * E + N * k) : 0,
-        n_dense > 0 ? a * 3 * N * F : 0);
-    m.grad_bytes = a * (N * V + 3 * N * d + 2 * N * qw + 3 * N * kvw) + ffn_scratch +
-                   s * n_moe * N;
+    // dlogits, the residual gradient and the norm-path scratch, dq/dk/dv + rope scratch, the
+    // FFN / expert gradient scratch of one layer (reused across layers), dR_cp/dmasses.
+    const int64_t dense_scratch = n_dense > 0 ? a * 3 * N * F : 0;
+    const int64_t moe_scratch =
+        n_moe > 0 ? a * (3 * R * d + 3 * R * f + 3 * N * sw) + s * (2 * N * E + N * k) +
+                        s * n_moe * N + (act_dtype == DType::kBF16 ? (s + a) * N * d : 0)
+                  : 0;
+    m.grad_bytes = a * (N * V + 3 * N * d + 2 * N * qw + 3 * N * kvw) + dense_scratch +
+                   moe_scratch;
   }
   m.total_bytes = m.layers_bytes + m.head_bytes + m.grad_bytes;
   return m;

@@ -50,9 +50,11 @@ double flops_per_token(const ModelConfig& cfg, int64_t vocab_size, int64_t seq);
 // Activation memory of one micro-batch of batch x seq tokens as MoeModel plans it: the tensors
 // saved for backward per layer, the logits, and the transient gradient buffers. Activations are
 // counted in act_dtype; router logits/probs, norm statistics and losses in f32 (as on CUDA bf16
-// runs; on CPU f32 runs act_dtype is f32 anyway); index tensors in i32.
+// runs; on CPU f32 runs act_dtype is f32 anyway); index tensors in i32. recompute: the layers
+// share one set of block buffers (MoeModel's recompute mode), keeping only their inputs and
+// routing.
 struct ActivationMemory {
-  int64_t per_layer_bytes = 0;  // saved activations of the largest layer kind (MoE or dense)
+  int64_t per_layer_bytes = 0;  // kept per layer (largest kind); without recompute, all of it
   int64_t layers_bytes = 0;     // sum over all layers
   int64_t head_bytes = 0;       // final norm, logits, per-token loss
   int64_t grad_bytes = 0;       // transient backward buffers (0 when need_grad is false)
@@ -60,6 +62,6 @@ struct ActivationMemory {
 };
 ActivationMemory estimate_activation_memory(const ModelConfig& cfg, int64_t vocab_size,
                                             int64_t batch, int64_t seq, DType act_dtype,
-                                            bool need_grad = true);
+                                            bool need_grad = true, bool recompute = false);
 
 }  // namespace moe

@@ -97,6 +97,9 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
     load_training_state(opts_.resume_checkpoint, *model_, *optimizer_);
     data_.restore_train_state(st.data_state);
     step_ = st.step;
+    MOE_USAGE_CHECK(step_ <= cfg_.train.max_steps, "train.max_steps: expected at least the "
+                    "checkpoint's step {} to resume {}, found {}", step_,
+                    opts_.resume_checkpoint, cfg_.train.max_steps);
     tokens_seen_ = st.tokens_seen;
     last_lr_ = st.lr;
     spdlog::info("resumed from {} at step {} ({} tokens seen)", opts_.resume_checkpoint, step_,
@@ -256,7 +259,8 @@ TrainOutcome Trainer::run() {
                            ? std::min(opts_.stop_at_step, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
   if (step_ >= last) {
-    spdlog::info("nothing to do: the run is at step {} and stops at {}", step_, last);
+    spdlog::info("nothing to do: the run is at step {} and stops at {} (extend it with --set "
+                 "train.max_steps=...)", step_, last);
     return TrainOutcome::kFinished;
   }
   spdlog::info("training steps {}..{} of {} ({} params, {} active; {:.3g} GFLOP/token)",

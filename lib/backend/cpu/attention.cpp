@@ -23,6 +23,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_common.h"
+#include "backend/cpu/vec_exp.h"
 
 namespace moe {
 namespace {
@@ -81,11 +82,10 @@ void attention_forward_head(Scalar* out, Scalar* lse, const Scalar* q, const Sca
       Scalar* row = s + (i - i0) * width;
       Scalar mx = row[0];
       for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
+      for (int64_t j = 0; j <= i; ++j) row[j] -= mx;
+      cpu::exp_array(row, row, i + 1);
       double sum = 0.0;
-      for (int64_t j = 0; j <= i; ++j) {
-        row[j] = std::exp(row[j] - mx);
-        sum += row[j];
-      }
+      for (int64_t j = 0; j <= i; ++j) sum += row[j];
       const Scalar inv = Scalar(1.0 / sum);
       for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
       std::fill(row + i + 1, row + width, Scalar(0));
@@ -112,7 +112,8 @@ void attention_backward_head(Scalar* dq, Scalar* dk, Scalar* dv, const Scalar* d
     block_scores(p, q, k, L, i0, i1, scale);
     for (int64_t i = i0; i < i1; ++i) {  // P = exp(S - lse), masked
       Scalar* row = p + (i - i0) * width;
-      for (int64_t j = 0; j <= i; ++j) row[j] = std::exp(row[j] - lse[i]);
+      for (int64_t j = 0; j <= i; ++j) row[j] -= lse[i];
+      cpu::exp_array(row, row, i + 1);
       std::fill(row + i + 1, row + width, Scalar(0));
     }
     const Scalar* dout_blk = dout + i0 * qs;

@@ -10,6 +10,7 @@
 
 #include <omp.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -116,14 +117,26 @@ double load_as_double(const Tensor& x, int64_t i) {
   return 0.0;
 }
 
-// Writes element i; f64 -> bf16 goes through f32 (a double rounding only on exact f32 ties).
+// f64 -> bf16 in one correct rounding: the f64 -> f32 step rounds to odd (truncate, then set
+// the last bit when inexact), which keeps a later round-to-nearest-even to 8 bits exact.
+uint16_t bf16_from_double(double value) {
+  float f = static_cast<float>(value);
+  if (std::isfinite(f) && static_cast<double>(f) != value) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    if (std::fabs(static_cast<double>(f)) > std::fabs(value)) bits -= 1;  // toward zero
+    bits |= 1u;
+    std::memcpy(&f, &bits, 4);
+  }
+  return cpu::bf16_from_float(f);
+}
+
+// Writes element i of a floating tensor (i32 outputs are only filled from i32, see convert).
 void store_from_double(Tensor& y, int64_t i, double value) {
   switch (y.dtype()) {
     case DType::kF32: static_cast<float*>(y.data())[i] = static_cast<float>(value); return;
     case DType::kF64: static_cast<double*>(y.data())[i] = value; return;
-    case DType::kBF16:
-      static_cast<uint16_t*>(y.data())[i] = cpu::bf16_from_float(static_cast<float>(value));
-      return;
+    case DType::kBF16: static_cast<uint16_t*>(y.data())[i] = bf16_from_double(value); return;
     case DType::kI32: static_cast<int32_t*>(y.data())[i] = static_cast<int32_t>(value); return;
   }
 }
@@ -153,6 +166,9 @@ void CpuBackend::convert(Tensor& y, const Tensor& x) {
             shape_str(x.shape()), y.numel(), shape_str(y.shape()));
   MOE_CHECK(y.data() != x.data() || y.dtype() == x.dtype(),
             "convert: y and x must not share memory when the dtypes differ");
+  MOE_CHECK(y.dtype() != DType::kI32 || x.dtype() == DType::kI32,
+            "convert: {} to i32 is not supported (it would need a rounding rule); convert i32 "
+            "to floating types only", dtype_name(x.dtype()));
   int64_t n = x.numel();
   if (x.dtype() == DType::kF32 && y.dtype() == DType::kBF16) {  // the hot path of mixed precision
     const float* src = x.ptr<float>();

@@ -40,6 +40,13 @@ inline void check_shape_of(const Tensor& t, const Shape& expected, const char* o
             shape_str(t.shape()), shape_str(expected));
 }
 
+// Dtype and shape at once, the usual check of an op's operand.
+inline void check_operand(const Tensor& t, DType dtype, const Shape& shape, const char* op,
+                          const char* name) {
+  check_dtype(t, dtype, op, name);
+  check_shape_of(t, shape, op, name);
+}
+
 inline void check_rank(const Tensor& t, int rank, const char* op, const char* name) {
   MOE_CHECK(t.ndim() == rank, "{}: tensor '{}' has shape {}, expected rank {}", op, name,
             shape_str(t.shape()), rank);
@@ -60,6 +67,7 @@ inline float float_from_bf16(uint16_t h) {
   std::memcpy(&f, &bits, 4);
   return f;
 }
+
 
 // Thread count for a parallel loop over `work` independent elements: below kMinParallelWork a
 // single thread is faster than waking (and on a loaded 2-core machine, waiting for) a team.

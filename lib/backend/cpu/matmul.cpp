@@ -69,7 +69,7 @@ void dense_dw_rows(T* dw, const T* dy, const T* x, int64_t m, int64_t n, int64_t
   gemm(true, false, n1 - n0, k, m, 1.0, dy + n0, n, x, k, 1.0, dw + n0 * k, k);
 }
 
-constexpr int64_t kBlock = 64;
+constexpr int64_t kBlock = 128;
 
 // One task: rows [begin, end) of the output of expert `expert` (expert 0 for a dense matmul).
 struct Block {

@@ -73,12 +73,9 @@ void CpuBackend::rms_norm_forward(Tensor& y, Tensor& rstd, const Tensor& x, cons
   cpu::check_cpu(x, op, "x");
   cpu::check_rank(x, 2, op, "x");
   const int64_t rows = x.dim(0), cols = x.dim(1);
-  cpu::check_dtype(y, x.dtype(), op, "y");
-  cpu::check_dtype(rstd, x.dtype(), op, "rstd");
-  cpu::check_dtype(w, x.dtype(), op, "w");
-  cpu::check_shape_of(y, x.shape(), op, "y");
-  cpu::check_shape_of(rstd, {rows}, op, "rstd");
-  cpu::check_shape_of(w, {cols}, op, "w");
+  cpu::check_operand(y, x.dtype(), x.shape(), op, "y");
+  cpu::check_operand(rstd, x.dtype(), {rows}, op, "rstd");
+  cpu::check_operand(w, x.dtype(), {cols}, op, "w");
   MOE_CHECK(eps >= 0.0f, "{}: eps must be >= 0, found {}", op, eps);
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
@@ -93,17 +90,12 @@ void CpuBackend::rms_norm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, con
   cpu::check_cpu(x, op, "x");
   cpu::check_rank(x, 2, op, "x");
   const int64_t rows = x.dim(0), cols = x.dim(1);
-  for (auto [t, name] : {std::pair{&dx, "dx"}, {&dw, "dw"}}) {
-    cpu::check_dtype(*t, x.dtype(), op, name);
-  }
-  for (auto [t, name] : {std::pair{&dy, "dy"}, {&w, "w"}, {&rstd, "rstd"}}) {
-    cpu::check_dtype(*t, x.dtype(), op, name);
-  }
-  cpu::check_shape_of(dx, x.shape(), op, "dx");
-  cpu::check_shape_of(dy, x.shape(), op, "dy");
-  cpu::check_shape_of(w, {cols}, op, "w");
-  cpu::check_shape_of(dw, {cols}, op, "dw");
-  cpu::check_shape_of(rstd, {rows}, op, "rstd");
+  const DType dt = x.dtype();
+  cpu::check_operand(dx, dt, x.shape(), op, "dx");
+  cpu::check_operand(dy, dt, x.shape(), op, "dy");
+  cpu::check_operand(w, dt, {cols}, op, "w");
+  cpu::check_operand(dw, dt, {cols}, op, "dw");
+  cpu::check_operand(rstd, dt, {rows}, op, "rstd");
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     rms_norm_dx(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rstd.ptr<T>(), rows, cols,

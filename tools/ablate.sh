@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The paper's ablation sweep: trains lb, lb+sp, lb+cp and lb+sp+cp on the same config, seed and
+# data order, evaluates every run with moeeval and prints the ablation table (mean ± std over
+# seeds): validation perplexity, bits per byte, zero-shot averages, routing entropy, expert
+# overlap and pathway top-1 accuracy.
+#
+#   tools/ablate.sh CONFIG [--set KEY=VALUE ...] [--seeds 1,2,3] [--archs vanilla,deepseek]
+#                   [--cells lb,lb+sp,lb+cp,lb+sp+cp] [--steps N] [--out DIR]
+#                   [--tasks LIST --task-dir DIR] [--limit N] [--eval-text FILE ...]
+#                   [--routing-max-tokens N] [--threads N] [--build DIR]
+#
+# Layout: DIR/<arch>/<cell>/seed<N>/ is one moetrain run (run.out_dir), with eval.json (moeeval
+# --out) beside its checkpoints; DIR/table.md is the table.
+# Restartable: a run whose newest checkpoint is at train.max_steps is never trained again; a run
+# with a checkpoint short of it is continued with moetrain --resume; a run that died before its
+# first checkpoint is moved aside (DIR/.../seedN.failed-<time>) and started again. eval.json is
+# rewritten only when it is older than the newest checkpoint.
+# Same data order: every cell of a seed uses train.seed = that seed, and every run after the
+# first reuses the first run's tokenizer (data.tokenizer), so all runs see identical token shards.
+# Evaluation text: --eval-text, else the config's data.valid files (an error when neither exists).
+# Architectures: --archs switches model.arch and model.n_shared_experts (deepseek: >= 1, kept
+# from the config when it has some, else 1; vanilla: 0); without --archs the config's arch.
+set -euo pipefail
+
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+die() { echo "ablate.sh: error: $*" >&2; exit 2; }
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+BUILD="${ROOT}/build"
+PYTHON="${PYTHON:-/usr/bin/python3}"
+CONFIG=""; SETS=(); SEEDS="1"; ARCHS=""; CELLS="lb,lb+sp,lb+cp,lb+sp+cp"; STEPS=""; OUT="runs/ablate"
+TASKS=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); ROUTING_MAX=0; THREADS=0
+
+[ $# -ge 1 ] || usage
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --set) [ $# -ge 2 ] || die "--set needs KEY=VALUE"; SETS+=("$2"); shift 2 ;;
+    --seeds) SEEDS="$2"; shift 2 ;;
+    --archs) ARCHS="$2"; shift 2 ;;
+    --cells) CELLS="$2"; shift 2 ;;
+    --steps) STEPS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --tasks) TASKS="$2"; shift 2 ;;
+    --task-dir) TASK_DIR="$2"; shift 2 ;;
+    --limit) LIMIT="$2"; shift 2 ;;
+    --eval-text) EVAL_TEXT+=("$2"); shift 2 ;;
+    --routing-max-tokens) ROUTING_MAX="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
+    --build) BUILD="$2"; shift 2 ;;
+    -h|--help) usage ;;
+    --*) die "unknown option $1 (see --help)" ;;
+    *) [ -z "$CONFIG" ] || die "one CONFIG only (got $CONFIG and $1)"; CONFIG="$1"; shift ;;
+  esac
+done
+[ -n "$CONFIG" ] || die "CONFIG is required"
+[ -f "$CONFIG" ] || die "config $CONFIG not found"
+MOETRAIN="$BUILD/apps/moetrain"; MOEEVAL="$BUILD/apps/moeeval"
+[ -x "$MOETRAIN" ] && [ -x "$MOEEVAL" ] || die "$MOETRAIN / $MOEEVAL not built (--build DIR)"
+[[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "--seeds expects a list like 1,2,3, got '$SEEDS'"
+[ -z "$STEPS" ] || [[ "$STEPS" =~ ^[1-9][0-9]*$ ]] || die "--steps expects a positive integer"
+for cell in ${CELLS//,/ }; do
+  case "$cell" in lb|lb+sp|lb+cp|lb+sp+cp|lb+z|lb+z+sp+cp) ;; *) die "unknown cell '$cell'" ;; esac
+done
+for arch in ${ARCHS//,/ }; do
+  case "$arch" in vanilla|deepseek) ;; *) die "unknown arch '$arch' (vanilla or deepseek)" ;; esac
+done
+
+# Resolved config value (KEY like train.max_steps) of CONFIG with the given overrides.
+config_value() {  # config_value KEY [override...]
+  local key="$1"; shift
+  local args=()
+  for s in "$@"; do args+=(--set "$s"); done
+  "$MOETRAIN" --config "$CONFIG" "${args[@]}" --dump-config 2>/dev/null |
+    "$PYTHON" -c 'import sys, yaml; c = yaml.safe_load(sys.stdin); v = c
+for k in sys.argv[1].split("."): v = v[k]
+print(",".join(map(str, v)) if isinstance(v, list) else v)' "$key"
+}
+
+# Step of the newest complete checkpoint of a run (0 when none).
+latest_step() {
+  "$PYTHON" - "$1" <<'EOF'
+import json, os, re, sys
+root = os.path.join(sys.argv[1], "checkpoints")
+steps = sorted(int(d[5:]) for d in (os.listdir(root) if os.path.isdir(root) else [])
+               if re.fullmatch(r"step_\d{8}", d) and os.path.isfile(os.path.join(root, d, "manifest.json")))
+print(steps[-1] if steps else 0)
+EOF
+}
+
+mkdir -p "$OUT"
+ARCH_LIST="${ARCHS:-$(config_value model.arch)}"
+CONFIG_SHARED="$(config_value model.n_shared_experts)"
+TOKENIZER="$(config_value data.tokenizer)"
+[ "$TOKENIZER" = "None" ] && TOKENIZER=""
+for arch in ${ARCH_LIST//,/ }; do
+  ARCH_SETS=()
+  if [ -n "$ARCHS" ]; then
+    if [ "$arch" = vanilla ]; then ARCH_SETS=(model.arch=vanilla model.n_shared_experts=0)
+    else ARCH_SETS=(model.arch=deepseek "model.n_shared_experts=$([ "$CONFIG_SHARED" -ge 1 ] && echo "$CONFIG_SHARED" || echo 1)")
+    fi
+  fi
+  for seed in ${SEEDS//,/ }; do
+    for cell in ${CELLS//,/ }; do
+      run="$OUT/$arch/$cell/seed$seed"
+      overrides=("${ARCH_SETS[@]}" "${SETS[@]}" "train.seed=$seed" "loss.losses=[${cell//+/,}]"
+                 "run.out_dir=$run")
+      [ -z "$STEPS" ] || overrides+=("train.max_steps=$STEPS")
+      [ -z "$TOKENIZER" ] || overrides+=("data.tokenizer=$TOKENIZER")
+      target="$(config_value train.max_steps "${overrides[@]}")"
+      have="$(latest_step "$run")"
+      if [ "$have" -ge "$target" ]; then
+        echo "ablate: $run finished (step $have), not retrained"
+      elif [ "$have" -gt 0 ]; then
+        echo "ablate: $run resumes from step $have of $target"
+        "$MOETRAIN" --resume "$run"
+      else
+        if [ -e "$run" ]; then
+          aside="$run.failed-$(date +%Y%m%d-%H%M%S)"
+          echo "ablate: $run has no checkpoint (an interrupted start); moved to $aside"
+          mv "$run" "$aside"
+        fi
+        echo "ablate: training $run ($arch, losses ${cell//+/,}, seed $seed, $target steps)"
+        args=(); for s in "${overrides[@]}"; do args+=(--set "$s"); done
+        "$MOETRAIN" --config "$CONFIG" "${args[@]}"
+      fi
+      have="$(latest_step "$run")"
+      [ "$have" -ge "$target" ] || die "$run stopped at step $have of $target; rerun ablate.sh to resume"
+      if [ -z "$TOKENIZER" ] && [ -f "$run/tokenizer.model" ]; then
+        TOKENIZER="$(cd "$(dirname "$run/tokenizer.model")" && pwd)/tokenizer.model"
+      fi
+      # Evaluation (skipped when eval.json is newer than the newest checkpoint).
+      ckpt="$run/checkpoints/$(printf 'step_%08d' "$have")"
+      if [ -f "$run/eval.json" ] && [ "$run/eval.json" -nt "$ckpt/manifest.json" ]; then
+        echo "ablate: $run/eval.json is up to date"
+        continue
+      fi
+      texts=("${EVAL_TEXT[@]}")
+      if [ ${#texts[@]} -eq 0 ]; then
+        valid="$(config_value data.valid "${overrides[@]}")"
+        [ -n "$valid" ] || die "no evaluation text: the config has no data.valid; pass --eval-text FILE"
+        IFS=',' read -r -a texts <<< "$valid"
+      fi
+      eval_args=(--checkpoint "$ckpt" --out "$run/eval.json" --threads "$THREADS"
+                 --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" --routing "${texts[@]}")
+      if [ -n "$TASKS" ]; then eval_args+=(--tasks "$TASKS" --task-dir "$TASK_DIR" --limit "$LIMIT"); fi
+      echo "ablate: evaluating $ckpt"
+      "$MOEEVAL" "${eval_args[@]}" > "$run/eval.txt"
+    done
+  done
+done
+"$PYTHON" "$HERE/ablate_table.py" "$OUT" | tee "$OUT/table.md"
