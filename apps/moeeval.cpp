@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "backend/backend.h"
@@ -22,6 +23,7 @@ namespace {
 struct Options {
   std::vector<std::string> checkpoints, ppl, routing;
   std::string tasks, task_dir, out, device = "cpu", log_level = "info", jsonl_field = "text";
+  std::string dump_requests;
   int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
   int threads = 0;
 };
@@ -84,8 +86,30 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
   return r;
 }
 
+// --dump-requests DIR: the rendered (context, continuation) pairs of every task, one JSONL file
+// per task, for checking the prompts against the harness (tools/reference/check_task_prompts.py).
+void dump_requests(const std::vector<moe::eval::Task>& tasks, const std::string& dir) {
+  for (const auto& t : tasks) {
+    const std::string path = dir + "/" + t.name + ".jsonl";
+    std::ofstream f(path, std::ios::binary);
+    MOE_USAGE_CHECK(f.good(), "--dump-requests: cannot write {}", path);
+    for (const auto& d : t.docs) {
+      nlohmann::json reqs = nlohmann::json::array();
+      for (const auto& r : d.requests) reqs.push_back({r.context, r.continuation});
+      f << nlohmann::json{{"requests", reqs}, {"gold", d.gold}, {"choice_chars", d.choice_chars}}
+               .dump()
+        << "\n";
+    }
+    spdlog::info("wrote {} ({} documents)", path, t.docs.size());
+  }
+}
+
 int run(const Options& o) {
   moe::set_log_level(o.log_level);
+  if (!o.dump_requests.empty()) {
+    dump_requests(load_tasks(o), o.dump_requests);
+    if (o.checkpoints.empty()) return 0;
+  }
   MOE_USAGE_CHECK(!o.checkpoints.empty(), "--checkpoint DIR is required");
   MOE_USAGE_CHECK(!o.ppl.empty() || !o.tasks.empty() || !o.routing.empty(),
                   "nothing to do: give --ppl FILE, --tasks LIST --task-dir DIR and/or --routing FILE");
@@ -147,6 +171,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, off");
+  app.add_option("--dump-requests", o.dump_requests,
+                 "write each task's rendered requests to DIR/<task>.jsonl (needs no checkpoint)");
   const int parsed = moe::parse_command_line(app, argc, argv);
   if (parsed >= 0) return parsed;
   try {

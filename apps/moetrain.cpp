@@ -17,6 +17,7 @@
 #include "backend/backend.h"
 #include "config/cli.h"
 #include "core/error.h"
+#include "core/omp_wait_policy.h"
 #include "train/checkpoint.h"
 #include "train/corpus_data.h"
 #include "train/run_setup.h"
@@ -90,6 +91,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::prefer_passive_omp_wait(argv);  // before any OpenMP region: see omp_wait_policy.h
   CLI::App app{"moetrain: pretrain a sparse Mixture-of-Experts transformer with the lb, z, sp "
                "and cp losses"};
   moe::CliOptions opts;

@@ -212,7 +212,8 @@ TEST(Tokenizer, RoundTripsTrickyText) {
       "\n\nnewlines\n\n\nruns\n",
       "tabs\tand\t\tmore\ttabs",
       "digits 0123456789 3.14159 1,000,000",
-      "emoji \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD flag \xF0\x9F\x87\xAB\xF0\x9F\x87\xB7",
+      "emoji \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD flag "
+      "\xF0\x9F\x87\xAB\xF0\x9F\x87\xB7",
       "CJK \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E and accents \xC3\xA9\xC3\xA8 combining e\xCC\x81",
       "To be, or not to be,   that is the question:\nWhether 'tis nobler\r in the mind",
       "\xEF\xBB\xBF BOM and zero width\xE2\x80\x8B space",

@@ -178,6 +178,14 @@ TEST(Shards, SecondPrepareReusesTheCache) {
   EXPECT_EQ(second.train.tokens, first.train.tokens);
   EXPECT_EQ(second.valid.text_bytes, first.valid.text_bytes);
 
+  // A damaged shard is rebuilt, not trusted.
+  fs::resize_file(second.train.shards[0], fs::file_size(second.train.shards[0]) - 2);
+  const PreparedData repaired = prepare_data(f.cfg, f.root + "/run");
+  EXPECT_FALSE(repaired.reused_shards);
+  EXPECT_EQ(repaired.train.tokens, first.train.tokens);
+  EXPECT_EQ(read_shard_header(repaired.train.shards[0]).token_count,
+            static_cast<uint64_t>(first.train.tokens));
+
   // A changed source re-tokenizes.
   write_text(f.corpus + "/doc000.txt", "a changed document\n");
   const PreparedData third = prepare_data(f.cfg, f.root + "/run");
@@ -217,7 +225,8 @@ TEST(Shards, RefusesACacheMadeWithAnotherTokenizer) {
   // A run directory keeps its tokenizer.
   DataConfig cfg3 = cfg2;
   cfg3.cache_dir = f.root + "/cache3";
-  const std::string run_msg = expect_usage_error_message([&] { prepare_data(cfg3, f.root + "/run"); });
+  const std::string run_msg =
+      expect_usage_error_message([&] { prepare_data(cfg3, f.root + "/run"); });
   EXPECT_NE(run_msg.find("tokenizer.model"), std::string::npos) << run_msg;
 }
 
@@ -263,8 +272,8 @@ TEST(Shards, OutputDoesNotDependOnThreadsAndShardSize) {
     }
   }
   EXPECT_EQ(docs_b, f.docs);
-  EXPECT_EQ(decode_docs(tok, all_tokens(TokenShard::open(a.train.shards[0], tok.fingerprint(), 512))),
-            f.docs);
+  const TokenShard single = TokenShard::open(a.train.shards[0], tok.fingerprint(), 512);
+  EXPECT_EQ(decode_docs(tok, all_tokens(single)), f.docs);
   EXPECT_EQ(b.train.text_bytes, a.train.text_bytes);
 }
 

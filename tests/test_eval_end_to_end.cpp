@@ -37,7 +37,7 @@ std::string read_text(const std::string& path, size_t max_bytes) {
 std::string make_checkpoint(const std::string& text) {
   data::TrainingSample sample(static_cast<int64_t>(text.size()), static_cast<int64_t>(text.size()));
   sample.add_document(text);
-  const data::Tokenizer tok = data::train_tokenizer(sample.sentences(), 320, 1);
+  const data::Tokenizer tok = data::train_tokenizer(sample.sentences(), 320);
   Config cfg;
   cfg.model.vocab_size = tok.vocab_size();
   cfg.model.d_model = 32;

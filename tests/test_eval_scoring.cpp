@@ -260,6 +260,13 @@ TEST(EvalScoring, BatchedScorerMatchesDirectComputation) {
       EXPECT_EQ(got[i].n_targets, reqs[i].n_targets);
     }
     EXPECT_TRUE(got[5].greedy);
+    // A logits budget of one longest row (8 positions x 11 ids): the 8-token row runs alone,
+    // shorter rows share passes as the budget allows; the numbers do not change.
+    LoglikScorer small(model, 8 * 11);
+    const std::vector<ScoredRequest> again = small.score(reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) EXPECT_NEAR(again[i].ll, got[i].ll, 1e-9);
+    EXPECT_EQ(small.stats().rows, 4);
+    EXPECT_EQ(small.stats().forward_passes, rows == 1 ? 4 : 3);  // inputs 8 | 5 | 4 + 2
     // 7 requests, 3 served by longer rows: {1,2,3} by {1,2,3,4,5}, {7,7} and {7,8} share input
     // [2,7], and [2] (request 5's input) prefixes every other input.
     EXPECT_EQ(scorer.stats().rows, 4);

@@ -31,10 +31,11 @@ struct GradcheckStats {
 };
 
 // Checks the coordinate of the largest gradient plus `random_coords` random ones per tensor.
+// The batch is 2 x seq tokens.
 void gradcheck_model(const ModelConfig& cfg, const LossConfig& loss, uint64_t seed,
-                     int random_coords = 3) {
+                     int random_coords = 3, int64_t seq = 7) {
   auto be = make_backend("cpu", 1);  // tiny tensors: threads only add wake-up latency
-  const int64_t B = 2, T = 7;
+  const int64_t B = 2, T = seq;
   MoeModel model(cfg, loss, *be, B, T, DType::kF64);
   model.init_parameters(seed);
   if (loss.balance == "bias") {  // a non-zero bias, so it changes some choices
@@ -117,6 +118,52 @@ TEST(ModelGradcheck, EachLossAloneVanillaF64) {
     l.losses = {name};
     gradcheck_model(test::tiny_vanilla_config(), l, 31, /*random_coords=*/1);
   }
+}
+
+TEST(ModelGradcheck, EdgeCasesTopOneAndAllDenseF64) {
+  {
+    // 32 tokens, so every expert of every layer receives some (checked by gradcheck_model).
+    SCOPED_TRACE("top-1 routing with norm_topk_prob (R_sp has no pairs, gate weight is 1)");
+    ModelConfig c = test::tiny_vanilla_config();
+    c.top_k = 1;
+    c.norm_topk_prob = true;
+    gradcheck_model(c, test::all_losses("aux"), 43, /*random_coords=*/1, /*seq=*/16);
+  }
+  {
+    SCOPED_TRACE("every layer dense (no MoE layer, no aux loss)");
+    ModelConfig c = test::tiny_deepseek_config();
+    c.dense_layers = c.n_layers;
+    gradcheck_model(c, test::all_losses("aux"), 43, /*random_coords=*/3);
+  }
+}
+
+TEST(ModelGradcheck, NoMoeLayersMeansNoAuxLossesAndNoRouting) {
+  ModelConfig c = test::tiny_deepseek_config();
+  c.dense_layers = c.n_layers;
+  auto be = make_backend("cpu", 1);
+  MoeModel model(c, test::all_losses("aux"), *be, 1, 6, DType::kF64);
+  model.init_parameters(1);
+  model.forward(test::random_batch(1, 6, c.vocab_size, 2));
+  const LossValues v = model.loss_values();
+  EXPECT_EQ(v.lb, 0.0);
+  EXPECT_EQ(v.z, 0.0);
+  EXPECT_EQ(v.sp, 0.0);
+  EXPECT_EQ(v.cp, 0.0);
+  EXPECT_EQ(v.total, v.lm);
+  EXPECT_GT(v.lm, 0.0);
+  EXPECT_TRUE(model.routing().empty());
+}
+
+TEST(ModelGradcheck, TopOneHasZeroSpecializationLoss) {
+  ModelConfig c = test::tiny_vanilla_config();
+  c.top_k = 1;
+  auto be = make_backend("cpu", 1);
+  MoeModel model(c, test::all_losses("aux"), *be, 1, 6, DType::kF64);
+  model.init_parameters(1);
+  model.forward(test::random_batch(1, 6, c.vocab_size, 2));
+  EXPECT_EQ(model.loss_values().sp, 0.0);
+  EXPECT_LT(model.loss_values().cp, 0.0);  // -(1/T) sum of products of positive masses
+  for (const LayerRouting& r : model.routing()) EXPECT_EQ(r.sp_value, 0.0);
 }
 
 }  // namespace

@@ -19,6 +19,10 @@
 #   {"config": ..., "threads": T, "moetrain_tokens_per_s": ..., "torch_tokens_per_s": ..., "ratio": ...}
 # (ratio = moetrain / torch). Timings are only meaningful on an otherwise idle machine: the load
 # average is printed alongside.
+#
+# Both implementations run with the same OpenMP wait policy: OMP_WAIT_POLICY from the environment,
+# passive when unset (moetrain's own default, see lib/core/omp_wait_policy.h; PyTorch's libgomp
+# would otherwise spin, which on a loaded machine costs it as much as it costs moetrain).
 set -euo pipefail
 CONFIG="${1:?usage: tools/bench_train.sh CONFIG.yaml [THREADS] [STEPS] [WARMUP]}"
 THREADS="${2:-2}"
@@ -32,12 +36,13 @@ PYTHON="${PYTHON:-/usr/bin/python3}"
 [ -f "$CONFIG" ] || { echo "bench_train: config $CONFIG not found" >&2; exit 2; }
 [ -x "$MOETRAIN" ] || { echo "bench_train: $MOETRAIN not built (cmake --build build --target moetrain)" >&2; exit 2; }
 "$PYTHON" -c "import torch" 2>/dev/null || { echo "bench_train: $PYTHON has no torch (tools/setup.sh --torch)" >&2; exit 2; }
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 BENCH_DIR="${BENCH_DIR:-$(mktemp -d /tmp/bench_train.XXXXXX)}"
 mkdir -p "$BENCH_DIR"
 RUN_DIR="$BENCH_DIR/moetrain_run"
 rm -rf "$RUN_DIR"
 
-echo "bench_train: $CONFIG, $THREADS threads, $STEPS steps (median after $WARMUP); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench_train: $CONFIG, $THREADS threads, $STEPS steps (median after $WARMUP), OMP_WAIT_POLICY=$OMP_WAIT_POLICY; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$MOETRAIN" --config "$CONFIG" --set train.max_steps="$STEPS" --set run.out_dir="$RUN_DIR" \
   --set train.threads="$THREADS" --set run.log_every=1 --set run.eval_every=0 \
@@ -70,5 +75,6 @@ import json, sys
 cfg, threads, moe, torch_rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 print(json.dumps({"config": cfg, "threads": threads, "moetrain_tokens_per_s": moe,
                   "torch_tokens_per_s": torch_rate, "ratio": moe / torch_rate,
+                  "omp_wait_policy": sys.argv[5],
                   "loadavg_1m": float(open("/proc/loadavg").read().split()[0])}))
-' "$CONFIG" "$THREADS" "$MOE_RATE" "$TORCH_RATE"
+' "$CONFIG" "$THREADS" "$MOE_RATE" "$TORCH_RATE" "$OMP_WAIT_POLICY"

@@ -28,7 +28,9 @@ constexpr const char* kManifest = "manifest.json";
 constexpr const char* kCachedTokenizer = "tokenizer.model";
 constexpr const char* kCachedTokenizerInfo = "tokenizer.json";
 
-std::string absolute_path(const std::string& p) { return fs::absolute(p).lexically_normal().string(); }
+std::string absolute_path(const std::string& p) {
+  return fs::absolute(p).lexically_normal().string();
+}
 
 json sources_json(const std::vector<SourceFile>& sources, bool with_mtime) {
   json arr = json::array();
@@ -162,11 +164,18 @@ SplitInfo split_from_json(const json& j, const std::string& cache) {
   return s;
 }
 
-// True when every shard listed exists and its header matches the tokenizer.
+// True when every shard listed exists with a sound header; a shard of another tokenizer is
+// refused (usage error), a missing or damaged one only means the cache must be rebuilt.
 bool shards_intact(const SplitInfo& s, const Tokenizer& tok) {
   for (const std::string& path : s.shards) {
     if (!fs::exists(path)) return false;
-    const ShardHeader h = read_shard_header(path);
+    ShardHeader h{};
+    try {
+      h = read_shard_header(path);
+    } catch (const Error& e) {
+      spdlog::warn("{}", e.what());
+      return false;
+    }
     check_shard_matches(h, path, tok.fingerprint(), tok.vocab_size());
   }
   return true;
@@ -195,6 +204,40 @@ bool run_dir_has_tokenizer(const Tokenizer& tok, const std::string& path) {
     return true;
   }
   return false;
+}
+
+// Tokenizes the corpus into shards and writes the manifest (last, so a crash leaves none).
+json build_and_record(const DataConfig& cfg, const std::vector<SourceFile>& train,
+                      const std::vector<SourceFile>& valid, const Tokenizer& tok,
+                      const PrepareOptions& opt, const json& key,
+                      const std::string& manifest_path) {
+  const CorpusScan train_scan = scan(train, cfg.jsonl_field);
+  MOE_USAGE_CHECK(train_scan.bytes > 0, "data.train ({}) holds no text (empty corpus)",
+                  join_specs(cfg.train));
+  const CorpusScan valid_scan = scan(valid, cfg.jsonl_field);
+  MOE_USAGE_CHECK(valid.empty() || valid_scan.bytes > 0, "data.valid ({}) holds no text",
+                  join_specs(cfg.valid));
+  BuildOptions bo;
+  bo.jsonl_field = cfg.jsonl_field;
+  bo.valid_fraction = cfg.valid_fraction;
+  bo.shard_max_tokens = opt.shard_max_tokens;
+  bo.total_bytes = train_scan.bytes + valid_scan.bytes;
+  bo.threads = opt.threads;
+  const std::string cache = fs::path(manifest_path).parent_path().string();
+  const BuildResult r = build_shards(tok, train, valid, cache, bo);
+  spdlog::info("tokenized {:.1f} MB in {:.1f} s ({:.2f} MB/s): {} train tokens in {} docs, "
+               "{} valid tokens in {} docs",
+               static_cast<double>(r.source_bytes) / 1e6, r.seconds,
+               r.seconds > 0 ? static_cast<double>(r.source_bytes) / 1e6 / r.seconds : 0.0,
+               r.train.tokens, r.train.docs, r.valid.tokens, r.valid.docs);
+  const json manifest = {{"format", kManifestFormat},
+                         {"fingerprint", tok.fingerprint_hex()},
+                         {"vocab_size", tok.vocab_size()},
+                         {"key", key},
+                         {"train", split_json(r.train)},
+                         {"valid", split_json(r.valid)}};
+  write_file_atomically(manifest_path, manifest.dump(2) + "\n");
+  return manifest;
 }
 
 }  // namespace
@@ -248,44 +291,25 @@ PreparedData prepare_data(const DataConfig& cfg, const std::string& out_dir,
                     manifest_path, tok.fingerprint_hex(), tok.vocab_size(), found, found_vocab);
   }
   if (old && old->value("format", 0) == kManifestFormat && (*old)["key"] == key) {
-    out.train = split_from_json(old->at("train"), out.cache_dir);
-    out.valid = split_from_json(old->at("valid"), out.cache_dir);
-    out.reused_shards = shards_intact(out.train, tok) && shards_intact(out.valid, tok);
+    try {
+      out.train = split_from_json(old->at("train"), out.cache_dir);
+      out.valid = split_from_json(old->at("valid"), out.cache_dir);
+      out.reused_shards = shards_intact(out.train, tok) && shards_intact(out.valid, tok);
+    } catch (const json::exception& e) {
+      spdlog::warn("{} is damaged ({}): rebuilding the cache", manifest_path, e.what());
+    }
   }
   if (out.reused_shards) {
     spdlog::info("reusing token shards in {} ({} train tokens, {} valid tokens)", out.cache_dir,
                  out.train.tokens, out.valid.tokens);
   } else {
     if (old) {
-      spdlog::info("the corpus changed since {} was written: re-tokenizing", manifest_path);
+      spdlog::info("{} does not describe this corpus (or a shard is missing): re-tokenizing",
+                   manifest_path);
       fs::remove(manifest_path, ec);
       remove_listed_shards(*old, out.cache_dir);
     }
-    const CorpusScan train_scan = scan(train, cfg.jsonl_field);
-    MOE_USAGE_CHECK(train_scan.bytes > 0, "data.train ({}) holds no text (empty corpus)",
-                    join_specs(cfg.train));
-    const CorpusScan valid_scan = scan(valid, cfg.jsonl_field);
-    MOE_USAGE_CHECK(valid.empty() || valid_scan.bytes > 0, "data.valid ({}) holds no text",
-                    join_specs(cfg.valid));
-    BuildOptions bo;
-    bo.jsonl_field = cfg.jsonl_field;
-    bo.valid_fraction = cfg.valid_fraction;
-    bo.shard_max_tokens = opt.shard_max_tokens;
-    bo.total_bytes = train_scan.bytes + valid_scan.bytes;
-    bo.threads = opt.threads;
-    const BuildResult r = build_shards(tok, train, valid, out.cache_dir, bo);
-    spdlog::info("tokenized {:.1f} MB in {:.1f} s ({:.2f} MB/s): {} train tokens in {} docs, "
-                 "{} valid tokens in {} docs",
-                 static_cast<double>(r.source_bytes) / 1e6, r.seconds,
-                 r.seconds > 0 ? static_cast<double>(r.source_bytes) / 1e6 / r.seconds : 0.0,
-                 r.train.tokens, r.train.docs, r.valid.tokens, r.valid.docs);
-    const json manifest = {{"format", kManifestFormat},
-                           {"fingerprint", tok.fingerprint_hex()},
-                           {"vocab_size", tok.vocab_size()},
-                           {"key", key},
-                           {"train", split_json(r.train)},
-                           {"valid", split_json(r.valid)}};
-    write_file_atomically(manifest_path, manifest.dump(2) + "\n");
+    const json manifest = build_and_record(cfg, train, valid, tok, opt, key, manifest_path);
     out.train = split_from_json(manifest["train"], out.cache_dir);
     out.valid = split_from_json(manifest["valid"], out.cache_dir);
   }

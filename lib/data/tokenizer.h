@@ -116,6 +116,11 @@ std::vector<std::string_view> split_training_sentences(std::string_view text, si
 // from machine to machine) while its BPE trainer gains nothing from more threads (measured:
 // identical pieces and time with 1, 2 and 4).
 Tokenizer train_tokenizer(const std::vector<std::string>& sentences, int64_t vocab_size);
+// The first version's signature, kept for its callers: the thread count is ignored (above).
+inline Tokenizer train_tokenizer(const std::vector<std::string>& sentences, int64_t vocab_size,
+                                 int /*threads*/) {
+  return train_tokenizer(sentences, vocab_size);
+}
 
 uint64_t fnv1a64(std::string_view bytes, uint64_t seed = 0xcbf29ce484222325ULL);
 

@@ -95,12 +95,14 @@ std::vector<ScoredRequest> LoglikScorer::score(const std::vector<TokenRequest>& 
   // Longest rows first; equal lengths keep request order (deterministic).
   std::stable_sort(rows.begin(), rows.end(),
                    [&](size_t a, size_t b) { return input_len(reqs[a]) > input_len(reqs[b]); });
-  const int64_t max_rows = model_.max_rows();
-  for (size_t begin = 0; begin < rows.size(); begin += max_rows) {
+  for (size_t begin = 0; begin < rows.size();) {
+    const int64_t seq = static_cast<int64_t>(input_len(reqs[rows[begin]]));  // longest first
+    const int64_t fit = std::max<int64_t>(1, max_logits_floats_ / (seq * vocab));
+    const int64_t max_rows = std::min(model_.max_rows(), fit);
     const size_t end = std::min(rows.size(), begin + static_cast<size_t>(max_rows));
     Batch b;
     b.batch = static_cast<int64_t>(end - begin);
-    b.seq = static_cast<int64_t>(input_len(reqs[rows[begin]]));
+    b.seq = seq;
     b.inputs.assign(b.batch * b.seq, pad_token);
     b.targets.assign(b.batch * b.seq, -1);
     for (size_t r = begin; r < end; ++r) {
@@ -132,6 +134,7 @@ std::vector<ScoredRequest> LoglikScorer::score(const std::vector<TokenRequest>& 
     stats_.forward_passes += 1;
     stats_.rows += b.batch;
     stats_.padded_tokens += b.batch * b.seq;
+    begin = end;
   }
   for (size_t i = 0; i < reqs.size(); ++i) out[i].n_targets = reqs[i].n_targets;
   stats_.requests += static_cast<int64_t>(reqs.size());

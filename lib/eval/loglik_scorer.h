@@ -38,7 +38,11 @@ struct ScoringStats {
 
 class LoglikScorer {
  public:
-  explicit LoglikScorer(ScoringModel& model) : model_(model) {}
+  // The logits of a pass are copied to the host whole (rows x seq x vocab floats); a pass holds
+  // at most max_logits_floats of them (default 2^28 = 1 GiB), so large vocabularies and long
+  // contexts run fewer rows per pass instead of exhausting host memory.
+  explicit LoglikScorer(ScoringModel& model, int64_t max_logits_floats = int64_t{1} << 28)
+      : model_(model), max_logits_floats_(max_logits_floats) {}
   // Scores every request (results in request order). Padding uses token `pad_token`.
   std::vector<ScoredRequest> score(const std::vector<TokenRequest>& requests,
                                    int32_t pad_token = 0);
@@ -46,6 +50,7 @@ class LoglikScorer {
 
  private:
   ScoringModel& model_;
+  int64_t max_logits_floats_;
   ScoringStats stats_;
 };
 

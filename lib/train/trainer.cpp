@@ -118,17 +118,21 @@ void Trainer::open_metrics(bool resuming) {
     // resumed run writes them again, so each step appears once.
     std::istringstream in(read_file(path.string()));
     std::string line, kept;
+    bool dropped = false;
     while (std::getline(in, line)) {
-      if (line.empty()) continue;
       try {
         auto j = nlohmann::json::parse(line);
-        if (j.value("step", int64_t{0}) > step_) continue;
+        if (j.value("step", int64_t{0}) > step_) {
+          dropped = true;
+          continue;
+        }
       } catch (const nlohmann::json::exception&) {
-        continue;  // a line cut short by a crash
+        dropped = true;  // a line cut short by a crash
+        continue;
       }
       kept += line + "\n";
     }
-    write_file_atomic(path.string(), kept);
+    if (dropped) write_file_atomic(path.string(), kept);
   }
   metrics_.open(path, std::ios::app);
   MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());

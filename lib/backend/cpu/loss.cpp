@@ -18,6 +18,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/moe_op_checks.h"
+#include "backend/cpu/vec_exp.h"
 
 namespace moe {
 namespace {
@@ -36,6 +37,59 @@ template <typename T> T row_logsumexp(const T* x, int64_t n) {
   T sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += std::exp(x[i] - max_x);
   return max_x + std::log(sum);
+}
+
+// ---- cross-entropy rows over the vocabulary -----------------------------------------------------
+// The LM head's softmax is the one elementwise loop of a training step as large as a GEMM output
+// (N x V exps in forward and again in backward), so its rows run through the vectorised exp of
+// vec_exp.h (float; double keeps std::exp for the finite-difference tests) and the max and the
+// sum use 8 fixed lanes (vectorisable without -ffast-math; a fixed order, so deterministic).
+
+template <typename T> T lane_max(const T* x, int64_t n) {
+  constexpr int kLanes = 8;
+  if (n < kLanes) {
+    T m = x[0];
+    for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+    return m;
+  }
+  T lane[kLanes];
+  for (int l = 0; l < kLanes; ++l) lane[l] = x[l];
+  int64_t i = kLanes;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+  }
+  T m = lane[0];
+  for (int l = 1; l < kLanes; ++l) m = std::max(m, lane[l]);
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+template <typename T> double lane_sum(const T* x, int64_t n) {
+  constexpr int kLanes = 8;
+  double lane[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lane[l] += static_cast<double>(x[i + l]);
+  }
+  double tail = 0;
+  for (; i < n; ++i) tail += static_cast<double>(x[i]);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) +
+         tail;
+}
+
+// log sum_v exp(x_v) of one vocabulary row; `scratch` holds n values (clobbered).
+template <typename T> T vocab_logsumexp(const T* x, int64_t n, T* scratch) {
+  const T max_x = lane_max(x, n);
+  for (int64_t i = 0; i < n; ++i) scratch[i] = x[i] - max_x;
+  cpu::exp_array(scratch, scratch, n);
+  return static_cast<T>(static_cast<double>(max_x) + std::log(lane_sum(scratch, n)));
+}
+
+// dx[v] = scale * exp(x[v] - lse) (the softmax times scale).
+template <typename T> void scaled_softmax_row(T* dx, const T* x, T lse, T scale, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] - lse;
+  cpu::exp_array(dx, dx, n);
+  for (int64_t i = 0; i < n; ++i) dx[i] *= scale;
 }
 
 // Sums a per-token array in index order (double), the one reduction order of every loss here.
@@ -167,11 +221,16 @@ void CpuBackend::cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& 
     T* nll = loss.ptr<T>();
     T* lse_out = lse.ptr<T>();
     const int n_threads = cpu::team(threads_, n_tokens * vocab);
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      const T* x_t = x + t * vocab;
-      lse_out[t] = row_logsumexp(x_t, vocab);
-      nll[t] = tgt[t] >= 0 ? lse_out[t] - x_t[tgt[t]] : T(0);
+#pragma omp parallel num_threads(n_threads)
+    {
+      thread_local std::vector<T> scratch;  // one vocabulary row; grows once
+      if (scratch.size() < static_cast<size_t>(vocab)) scratch.resize(static_cast<size_t>(vocab));
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        const T* x_t = x + t * vocab;
+        lse_out[t] = vocab_logsumexp(x_t, vocab, scratch.data());
+        nll[t] = tgt[t] >= 0 ? lse_out[t] - x_t[tgt[t]] : T(0);
+      }
     }
   });
 }
@@ -206,8 +265,7 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits, c
         std::fill(dx_t, dx_t + vocab, T(0));
         continue;
       }
-      const T* x_t = x + t * vocab;
-      for (int64_t v = 0; v < vocab; ++v) dx_t[v] = std::exp(x_t[v] - lse_in[t]) * s;
+      scaled_softmax_row(dx_t, x + t * vocab, lse_in[t], s, vocab);
       dx_t[tgt[t]] -= s;
     }
   });

@@ -1,14 +1,15 @@
 // CpuBackend optimizer ops: AdamW (the per-coordinate update is math::adamw_update, shared with
 // CUDA) and the squared global gradient norm.
 //
-// global_norm_sq sums in double over fixed blocks of kNormBlock elements and then adds the block
-// sums in block order, so the result does not depend on the thread count. The block sums live in
+// global_norm_sq sums in double over fixed blocks of kNormBlock elements (8 lanes within a block,
+// which vectorises) and then adds the block sums in block order, so the result does not depend on the thread count. The block sums live in
 // a thread_local vector reused across calls (no allocation once it has grown).
 #include <cmath>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_common.h"
+#include "backend/cpu/moe_op_checks.h"
 #include "math/scalar.h"
 
 namespace moe {
@@ -51,10 +52,12 @@ void CpuBackend::adamw_step(Tensor& param, Tensor& m, Tensor& v, Tensor& param_l
     const T* g = grad.ptr<T>();
     uint16_t* lowp = param_lowp.defined() ? static_cast<uint16_t*>(param_lowp.data()) : nullptr;
     const int64_t n = param.numel();
+    // Two branch-free loops (the update vectorises; a branch inside it would stop that).
 #pragma omp parallel for schedule(static) num_threads(cpu::team(threads_, n))
-    for (int64_t i = 0; i < n; ++i) {
-      math::adamw_update(p[i], pm[i], pv[i], g[i], c);
-      if (lowp) lowp[i] = cpu::bf16_from_float(static_cast<float>(p[i]));
+    for (int64_t i = 0; i < n; ++i) math::adamw_update(p[i], pm[i], pv[i], g[i], c);
+    if (lowp) {
+#pragma omp parallel for schedule(static) num_threads(cpu::team(threads_, n))
+      for (int64_t i = 0; i < n; ++i) lowp[i] = cpu::bf16_from_float(static_cast<float>(p[i]));
     }
   });
 }
@@ -75,9 +78,7 @@ void CpuBackend::global_norm_sq(Tensor& out, const Tensor& grad) {
 #pragma omp parallel for schedule(static) num_threads(cpu::team(threads_, n))
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t end = std::min(n, (b + 1) * kNormBlock);
-      double s = 0.0;
-      for (int64_t i = b * kNormBlock; i < end; ++i) s += static_cast<double>(g[i]) * g[i];
-      sums[b] = s;
+      sums[b] = cpu::lane_dot(g + b * kNormBlock, g + b * kNormBlock, end - b * kNormBlock);
     }
     double total = 0.0;
     for (int64_t b = 0; b < n_blocks; ++b) total += sums[b];
