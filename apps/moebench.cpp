@@ -40,7 +40,8 @@ struct Options {
   bool skip_overhead = false, skip_gemm = false;
 };
 
-// Built-in shapes; a --config file replaces them. "0.4b": ~0.37B total, ~0.14B active params.
+// Built-in shapes; a --config file replaces them. "0.4b" is the model and micro-batch of
+// configs/paper_0.4b_vanilla.yaml (399M total, 173M active parameters, vocabulary 32000).
 Config preset_config(const std::string& name) {
   Config c;
   c.loss.losses = {"lb"};
@@ -58,7 +59,8 @@ Config preset_config(const std::string& name) {
     c.model.vocab_size = 32000; c.model.d_model = 1024; c.model.n_layers = 12;
     c.model.n_heads = 16; c.model.n_kv_heads = 4; c.model.n_experts = 8; c.model.top_k = 2;
     c.model.expert_ffn_dim = 1024; c.model.ffn_dim = 4096; c.model.max_seq_len = 1024;
-    c.train.batch_size = 8; c.train.seq_len = 1024;
+    c.model.tie_embeddings = false;
+    c.train.batch_size = 16; c.train.seq_len = 1024;
   } else {
     MOE_USAGE_FAIL("--preset: expected tiny, small or 0.4b, found '{}'", name);
   }

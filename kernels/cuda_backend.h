@@ -3,7 +3,7 @@
 // One stream, one cuBLASLt handle (plus a cuBLAS handle for the fallback path) and one GEMM
 // workspace are created with the backend and live as long as it does. Every op is enqueued on the
 // stream and returns without synchronising, except upload/download/synchronize. With debug_sync
-// (env MOE_DEBUG_SYNC=1, or set_debug_sync(true), which `--debug-sync` maps to) the backend
+// (env MOE_DEBUG_SYNC=1, which moetrain `--debug-sync` sets, or set_debug_sync(true)) the backend
 // synchronises and checks for errors after every op, so a fault names the op that caused it.
 //
 // Memory: empty() calls cudaMalloc (activation buffers are planned once by the model, so this is

@@ -1,9 +1,13 @@
 // Embedding lookup and its backward pass.
 //
-// Backward is a scatter-add of token rows into the table. To stay deterministic without float
-// atomics, each thread owns one column of the table and walks the tokens in order, so every
-// element dtable[v][c] is summed by one thread in token order (parallelism = d columns; rows of
-// the same id are never split across threads).
+// Backward is a scatter-add of token rows into the table, made deterministic without float
+// atomics by grouping tokens by id first: a stable radix sort (CUB) of (id, token index) pairs,
+// then one CTA per run of equal ids sums that run's dy rows in token order and adds the sum to
+// dtable[id]. Every table row has one writer; the parallelism is the number of distinct ids
+// times d. Ids outside [0, V) (already reported by the forward pass) sort into a sentinel run
+// past the end and are skipped.
+#include <cub/device/device_radix_sort.cuh>
+
 #include "cuda_backend.h"
 
 namespace moe {
@@ -27,16 +31,37 @@ __global__ void embedding_forward_kernel(T* y, const int32_t* ids, const T* tabl
   }
 }
 
-template <typename T>
-__global__ void embedding_backward_kernel(float* dtable, const T* dy, const int32_t* ids,
-                                          int64_t n, int64_t d, int64_t vocab) {
-  int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= d) return;
-  for (int64_t t = 0; t < n; ++t) {
-    int32_t id = ids[t];
-    if (id < 0 || id >= vocab) continue;  // reported by the forward pass
-    dtable[int64_t(id) * d + c] += to_f(dy[t * d + c]);
+__global__ void embedding_sort_input_kernel(int32_t* keys, int32_t* tokens, const int32_t* ids,
+                                            int64_t n, int64_t vocab) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    const int32_t id = ids[t];
+    keys[t] = (id >= 0 && id < vocab) ? id : static_cast<int32_t>(vocab);
+    tokens[t] = static_cast<int32_t>(t);
   }
+}
+
+// CTA i handles the run of equal ids that starts at sorted position i (other CTAs exit).
+template <typename T>
+__global__ void embedding_backward_runs_kernel(float* dtable, const T* dy, const int32_t* keys,
+                                               const int32_t* tokens, int64_t n, int64_t d,
+                                               int64_t vocab) {
+  const int64_t i = blockIdx.x;
+  const int32_t key = keys[i];
+  if (key >= vocab || (i > 0 && keys[i - 1] == key)) return;  // not a run head, or invalid ids
+  int64_t end = i + 1;
+  while (end < n && keys[end] == key) ++end;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t j = i; j < end; ++j) acc += to_f(dy[int64_t(tokens[j]) * d + c]);
+    dtable[int64_t(key) * d + c] += acc;
+  }
+}
+
+int key_bits(int64_t max_key) {
+  int bits = 1;
+  while ((int64_t(1) << bits) <= max_key) ++bits;
+  return bits;
 }
 
 }  // namespace
@@ -68,10 +93,30 @@ void CudaBackend::embedding_backward(Tensor& dtable, const Tensor& dy, const Ten
             "embedding_backward: dtable must be f32 and ids i32, found {} {}",
             dtype_name(dtable.dtype()), dtype_name(ids.dtype()));
   if (n * d == 0) return;
+  MOE_CHECK(n < (int64_t(1) << 31) && vocab < (int64_t(1) << 31) - 1,
+            "embedding_backward: {} tokens / vocabulary {} exceed i32 indexing", n, vocab);
+  // Scratch A: keys_in, keys_out, tokens_in, tokens_out (n each), then CUB's temporary storage.
+  const int bits = key_bits(vocab);  // the sentinel key `vocab` must fit too
+  size_t temp_bytes = 0;
+  MOE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const int32_t*)nullptr,
+                                                 (int32_t*)nullptr, (const int32_t*)nullptr,
+                                                 (int32_t*)nullptr, n, 0, bits, stream_));
+  const size_t ints = 4 * size_t(n);
+  char* base = static_cast<char*>(scratch(kScratchA, ints * sizeof(int32_t) + temp_bytes + 256));
+  int32_t* keys_in = reinterpret_cast<int32_t*>(base);
+  int32_t* keys_out = keys_in + n;
+  int32_t* tokens_in = keys_out + n;
+  int32_t* tokens_out = tokens_in + n;
+  void* temp = base + ((ints * sizeof(int32_t) + 255) / 256) * 256;
+  embedding_sort_input_kernel<<<grid_for(n), kBlock, 0, stream_>>>(keys_in, tokens_in,
+                                                                   ids.ptr<int32_t>(), n, vocab);
+  MOE_LAUNCH_CHECK("embedding_sort_input_kernel");
+  MOE_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, tokens_in,
+                                                 tokens_out, n, 0, bits, stream_));
   MOE_DISPATCH_ACT(dy.dtype(), "embedding_backward", T, {
-    embedding_backward_kernel<T><<<static_cast<unsigned>(ceil_div(d, 128)), 128, 0, stream_>>>(
-        dtable.ptr<float>(), static_cast<const T*>(dy.data()), ids.ptr<int32_t>(), n, d, vocab);
-    MOE_LAUNCH_CHECK("embedding_backward_kernel");
+    embedding_backward_runs_kernel<T><<<static_cast<unsigned>(n), 128, 0, stream_>>>(
+        dtable.ptr<float>(), static_cast<const T*>(dy.data()), keys_out, tokens_out, n, d, vocab);
+    MOE_LAUNCH_CHECK("embedding_backward_runs_kernel");
   });
   after_op("embedding_backward");
 }

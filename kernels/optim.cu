@@ -1,31 +1,28 @@
-// AdamW on fp32 master weights (refreshing the bf16 compute copy in the same pass) and the
+// AdamW on fp32 master weights (refreshing the bf16 compute copy in the same pass; the update
+// formula is lib/math/scalar.h, shared with the CPU backend) and the
 // squared global gradient norm, summed in double with the deterministic two-pass reduction.
 #include <cmath>
 #include <initializer_list>
 
 #include "cuda_backend.h"
+#include "math/scalar.h"
 
 namespace moe {
 using namespace cuda;
 
 namespace {
 
+// The per-coordinate update is math::adamw_update, the same function the CPU backend uses.
 template <typename L>
 __global__ void adamw_kernel(float* param, float* m, float* v, L* lowp, const float* grad,
-                             int64_t n, float lr, float beta1, float beta2, float eps, float wd,
-                             float bc1, float bc2, float grad_scale) {
+                             int64_t n, math::AdamWCoef<float> c) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = grad[i] * grad_scale;
-    const float mi = beta1 * m[i] + (1.0f - beta1) * g;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+    float p = param[i], mi = m[i], vi = v[i];
+    math::adamw_update(p, mi, vi, grad[i], c);
+    param[i] = p;
     m[i] = mi;
     v[i] = vi;
-    const float update = (mi / bc1) / (sqrtf(vi / bc2) + eps);
-    float p = param[i];
-    p -= lr * wd * p;  // decoupled weight decay on the pre-update weight
-    p -= lr * update;
-    param[i] = p;
     if (lowp != nullptr) lowp[i] = from_f<L>(p);
   }
 }
@@ -51,12 +48,14 @@ void CudaBackend::adamw_step(Tensor& param, Tensor& m, Tensor& v, Tensor& param_
   MOE_CHECK(hp.step >= 1, "adamw_step: step is 1-based, found {}", hp.step);
   const int64_t n = param.numel();
   if (n == 0) return;
-  const float bc1 = float(1.0 - std::pow(double(hp.beta1), double(hp.step)));
-  const float bc2 = float(1.0 - std::pow(double(hp.beta2), double(hp.step)));
+  const double step = static_cast<double>(hp.step);
+  const math::AdamWCoef<float> c{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay,
+                                 hp.grad_scale,
+                                 float(1.0 - std::pow(double(hp.beta1), step)),
+                                 float(1.0 - std::pow(double(hp.beta2), step))};
   auto launch = [&](auto* lowp) {
     adamw_kernel<<<grid_for(n), kBlock, 0, stream_>>>(
-        param.ptr<float>(), m.ptr<float>(), v.ptr<float>(), lowp, grad.ptr<float>(), n, hp.lr,
-        hp.beta1, hp.beta2, hp.eps, hp.weight_decay, bc1, bc2, hp.grad_scale);
+        param.ptr<float>(), m.ptr<float>(), v.ptr<float>(), lowp, grad.ptr<float>(), n, c);
     MOE_LAUNCH_CHECK("adamw_kernel");
   };
   if (!param_lowp.defined()) {

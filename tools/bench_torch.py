@@ -22,8 +22,9 @@ PRESETS = {
     "tiny": dict(vocab=256, d=64, layers=2, heads=4, kv=2, experts=4, k=2, f=64, batch=2, seq=32),
     "small": dict(vocab=4096, d=256, layers=4, heads=4, kv=2, experts=8, k=2, f=512, batch=32,
                   seq=256),
-    "0.4b": dict(vocab=32000, d=1024, layers=12, heads=16, kv=4, experts=8, k=2, f=1024, batch=8,
-                 seq=1024),
+    # configs/paper_0.4b_vanilla.yaml: untied LM head, micro-batch 16 x 1024
+    "0.4b": dict(vocab=32000, d=1024, layers=12, heads=16, kv=4, experts=8, k=2, f=1024, batch=16,
+                 seq=1024, untied=True),
 }
 
 
@@ -37,6 +38,8 @@ def init_params(c, device):
     out_scale = 1.0 / math.sqrt(2 * c["layers"])
     P = {"embed": mat(c["vocab"], c["d"]), "norm": torch.ones(c["d"], device=device,
                                                                 requires_grad=True)}
+    if c.get("untied"):
+        P["lm_head"] = mat(c["vocab"], c["d"])
     for i in range(c["layers"]):
         P[f"{i}.n1"] = torch.ones(c["d"], device=device, requires_grad=True)
         P[f"{i}.n2"] = torch.ones(c["d"], device=device, requires_grad=True)
@@ -60,6 +63,17 @@ def rope(x, cos, sin):
     h = x.shape[-1] // 2
     x1, x2 = x[..., :h], x[..., h:]
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+def causal_attention(q, k, v):
+    """Flash attention where PyTorch has it (>= 2.0); the plain formula otherwise (only for the
+    CPU self-test on old PyTorch, never a benchmark figure)."""
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    T = q.shape[-2]
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
 
 
 def moe(m, P, i, c, want_sp):
@@ -107,13 +121,12 @@ def forward(P, c, tokens, targets, losses, cos, sin):
         v = (a @ P[f"{i}.v"].t()).view(B, T, c["kv"], hd).transpose(1, 2)
         q, kk = rope(q, cos, sin), rope(kk, cos, sin)
         rep = c["heads"] // c["kv"]
-        att = F.scaled_dot_product_attention(q, kk.repeat_interleave(rep, 1),
-                                             v.repeat_interleave(rep, 1), is_causal=True)
+        att = causal_attention(q, kk.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1))
         h = h + att.transpose(1, 2).reshape(B, T, -1) @ P[f"{i}.o"].t()
         y, rec = moe(rms(h, P[f"{i}.n2"]).reshape(B * T, -1), P, i, c, "sp" in losses)
         recs.append(rec)
         h = h + y.view(B, T, -1)
-    logits = rms(h, P["norm"]).reshape(B * T, -1) @ P["embed"].t()
+    logits = rms(h, P["norm"]).reshape(B * T, -1) @ P.get("lm_head", P["embed"]).t()
     total = F.cross_entropy(logits.float(), targets.reshape(-1))
     if "lb" in losses:
         total = total + 1e-2 * sum(r["lb"] for r in recs)
@@ -142,26 +155,30 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--json")
+    ap.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (self-test)")
     args = ap.parse_args()
-    assert torch.cuda.is_available(), "bench_torch.py needs a CUDA GPU"
-    dev = torch.device("cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_torch.py: no CUDA device visible to PyTorch")
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
     c = PRESETS[args.preset]
     losses = args.losses.split(",")
     P = init_params(c, dev)
-    opt = torch.optim.AdamW(P.values(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    opt = torch.optim.AdamW(P.values(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                            **({"fused": True} if cuda else {}))
     hd = c["d"] // c["heads"]
     inv = 1.0 / (10000.0 ** (torch.arange(0, hd // 2, device=dev).float() * 2 / hd))
     ang = torch.arange(c["seq"], device=dev).float()[:, None] * inv[None, :]
     cos = torch.cat((ang.cos(), ang.cos()), -1).to(torch.bfloat16)
     sin = torch.cat((ang.sin(), ang.sin()), -1).to(torch.bfloat16)
-    g = torch.Generator(device=dev).manual_seed(42)
-    stream = torch.randint(0, c["vocab"], (c["batch"] * c["seq"] + 1,), device=dev, generator=g)
+    g = torch.Generator().manual_seed(42)
+    stream = torch.randint(0, c["vocab"], (c["batch"] * c["seq"] + 1,), generator=g).to(dev)
     tokens = stream[:-1].view(c["batch"], c["seq"])
     targets = stream[1:].view(c["batch"], c["seq"])
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             loss = forward(P, c, tokens, targets, losses, cos, sin)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(P.values(), 1.0)
@@ -170,15 +187,16 @@ def main():
 
     for _ in range(args.warmup):
         step()
-    torch.cuda.synchronize()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         loss = step()
-    torch.cuda.synchronize()
+    sync()
     dt = (time.perf_counter() - t0) / args.steps
     tps = c["batch"] * c["seq"] / dt
     tflops = flops_per_token(c) * tps / 1e12
-    report = {"framework": f"torch {torch.__version__}", "device": torch.cuda.get_device_name(),
+    report = {"framework": f"torch {torch.__version__}", "device": torch.cuda.get_device_name() if cuda else "cpu",
               "preset": args.preset, "losses": losses, "step_seconds": dt,
               "tokens_per_second": tps, "achieved_tflops": tflops,
               "mfu_vs_peak": tflops / args.peak_tflops, "final_loss": float(loss)}
