@@ -1,6 +1,6 @@
 // Loading a checkpoint for evaluation: its config, a MoeModel with its weights built for
-// rows x max_seq_len tokens, and its tokenizer. Unlike train/checkpoint.h's
-// load_checkpoint_for_eval, the model is built with the "sp" statistic switched on (MoeModel
+// rows x max_seq_len tokens, and its tokenizer. The model is built with the "sp" statistic
+// switched on (MoeModel
 // computes the co-activated cos^2 only when its LossConfig has sp), so the routing overlap is
 // measured for every checkpoint, including those trained without sp. Logits are unaffected.
 // DIR may be one checkpoint (checkpoints/step_XXXXXXXX) or a run directory (its newest one).

@@ -66,17 +66,7 @@ TrainerState load_trainer_state(const std::string& checkpoint_dir);
 // Restores the weights and the optimizer moments of a verified checkpoint.
 void load_training_state(const std::string& checkpoint_dir, MoeModel& model, AdamW& optimizer);
 
-// For moeeval / moeinfer: a checkpoint's config, a model built for max_batch x seq on `backend`
-// with the checkpoint's weights, and the path of its tokenizer.model.
-struct LoadedCheckpoint {
-  std::string dir;
-  Config config;
-  std::unique_ptr<MoeModel> model;
-  std::string tokenizer_path;
-  int64_t step = 0;
-};
-LoadedCheckpoint load_checkpoint_for_eval(const std::string& dir, Backend& backend,
-                                          int64_t max_batch, int64_t seq);
+// moeeval loads checkpoints with eval::load_eval_checkpoint (lib/eval/eval_checkpoint.h).
 
 // Small file helpers shared by the trainer (run directory files).
 void write_file_synced(const std::string& path, const std::string& bytes);  // write + fsync
