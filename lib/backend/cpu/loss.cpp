@@ -198,6 +198,16 @@ void sp_backward_impl(int threads, Tensor& dz, const Tensor& z, const Tensor& to
 
 // ---- cross-entropy ------------------------------------------------------------------------------
 
+// Targets index the vocabulary; negative ones are ignored positions. Checked before any
+// parallel region, so an error is never thrown inside one.
+static void check_targets_in_vocab(const int32_t* tgt, int64_t n_tokens, int64_t vocab,
+                                   const char* op) {
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    MOE_CHECK(tgt[t] < vocab, "{}: targets[{}] = {} is outside the vocabulary [0, {}) "
+              "(negative = ignored)", op, t, tgt[t], vocab);
+  }
+}
+
 void CpuBackend::cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& logits,
                                        const Tensor& targets) {
   const char* op = "cross_entropy_forward";
@@ -211,10 +221,7 @@ void CpuBackend::cross_entropy_forward(Tensor& loss, Tensor& lse, const Tensor& 
   check_dtype(loss, logits.dtype(), op, "loss");
   check_dtype(lse, logits.dtype(), op, "lse");
   const int32_t* tgt = targets.ptr<int32_t>();
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    MOE_CHECK(tgt[t] < vocab, "{}: targets[{}] = {} is outside the vocabulary [0, {}) "
-              "(negative = ignored)", op, t, tgt[t], vocab);
-  }
+  check_targets_in_vocab(tgt, n_tokens, vocab, op);
   dispatch_float(logits.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* x = logits.ptr<T>();
@@ -247,10 +254,7 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits, c
   check_dtype(dlogits, logits.dtype(), op, "dlogits");
   check_dtype(lse, logits.dtype(), op, "lse");
   const int32_t* tgt = targets.ptr<int32_t>();
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    MOE_CHECK(tgt[t] < vocab, "{}: targets[{}] = {} is outside the vocabulary [0, {}) "
-              "(negative = ignored)", op, t, tgt[t], vocab);
-  }
+  check_targets_in_vocab(tgt, n_tokens, vocab, op);
   dispatch_float(logits.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* x = logits.ptr<T>();
