@@ -116,16 +116,18 @@ __global__ void expert_load_kernel(float* load, const int32_t* idx, int64_t pair
   if (threadIdx.x == 0) load[e] += float(total);
 }
 
+// The mean in double, as on the CPU: loads are integer counts that can pass 2^24 over an update
+// interval, where an f32 sum would round and could flip sign(mean - load) for a balanced expert.
 __global__ void balance_bias_kernel(float* bias, const float* load, int e_n, float gamma) {
-  __shared__ float mean;
+  __shared__ double mean;
   if (threadIdx.x == 0) {
-    float sum = 0.0f;
-    for (int e = 0; e < e_n; ++e) sum += load[e];
-    mean = sum / float(e_n);
+    double sum = 0.0;
+    for (int e = 0; e < e_n; ++e) sum += double(load[e]);
+    mean = sum / double(e_n);
   }
   __syncthreads();
   for (int e = threadIdx.x; e < e_n; e += blockDim.x) {
-    float diff = mean - load[e];
+    double diff = mean - double(load[e]);
     float sign = diff > 0.0f ? 1.0f : (diff < 0.0f ? -1.0f : 0.0f);
     bias[e] += gamma * sign;
   }
