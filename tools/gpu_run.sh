@@ -8,11 +8,30 @@
 # Everything goes into OUTDIR. A failing step is recorded in OUTDIR/status.txt and the script
 # goes on; it exits non-zero if any step failed.
 #
-# Usage: ./run.sh OUTDIR [--quick]     (--quick: small config only, fewer steps)
+# Usage: ./run.sh OUTDIR [MODE]
+#   (no MODE)    everything above (~15-25 min: longer than one 10-minute device call)
+#   --tests      the gpu tests only (step 1 without the cpu tests): the first run on a new GPU
+#   --quick      gpu tests, sanitizer subset, small benchmark with fewer steps
+#   --sanitizer  step 2 only;   --bench  step 3 only
+# TEST_TIMEOUT (seconds per gpu test binary, default 600) bounds step 1.
 set -uo pipefail
 
-OUT=${1:?usage: run.sh OUTDIR [--quick]}
-QUICK=${2:-}
+OUT=${1:?usage: run.sh OUTDIR [--tests|--quick|--sanitizer|--bench]}
+MODE=${2:-all}
+case "$MODE" in
+  all|--tests|--quick|--sanitizer|--bench) ;;
+  *) echo "run.sh: unknown mode '$MODE' (expected --tests, --quick, --sanitizer or --bench)" >&2
+     exit 2 ;;
+esac
+want() {  # want STEP: does MODE include step tests|cpu_tests|sanitizer|bench?
+  case "$MODE:$1" in
+    all:*|--tests:tests|--quick:tests|--quick:sanitizer|--quick:bench) return 0 ;;
+    --sanitizer:sanitizer|--bench:bench) return 0 ;;
+  esac
+  return 1
+}
+QUICK=""
+[ "$MODE" = "--quick" ] && QUICK="--quick"
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -23,7 +42,12 @@ PAYLOAD="$BUNDLE/payload"
 mkdir -p "$PAYLOAD" 2>/dev/null && [ -w "$PAYLOAD" ] || PAYLOAD="$OUT/payload"
 if [ ! -f "$PAYLOAD/.unpacked" ]; then
   mkdir -p "$PAYLOAD"
-  tar -C "$PAYLOAD" -xJf "$BUNDLE/payload.tar.xz" || { echo "run.sh: cannot unpack payload" >&2; exit 1; }
+  if command -v xz >/dev/null; then
+    tar -C "$PAYLOAD" -xJf "$BUNDLE/payload.tar.xz"
+  else  # no xz binary: Python's tarfile reads xz through its lzma module
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+      "$BUNDLE/payload.tar.xz" "$PAYLOAD"
+  fi || { echo "run.sh: cannot unpack payload" >&2; exit 1; }
   touch "$PAYLOAD/.unpacked"
 fi
 
@@ -31,7 +55,12 @@ CUDA_LIBS=""
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
   [ -d "$d" ] && CUDA_LIBS="$CUDA_LIBS:$d"
 done
+# The bundled libraries (libstdc++, OpenBLAS, ...) are for the bundled binaries only: Python and
+# PyTorch run with the machine's own environment (PY below), never with these.
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$PAYLOAD/lib${CUDA_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ -n "$ORIG_LD_LIBRARY_PATH" ]; then PY=(env "LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH" python3)
+else PY=(env -u LD_LIBRARY_PATH python3); fi
 export PATH="$PATH:/usr/local/cuda/bin"
 STATUS="$OUT/status.txt"
 : > "$STATUS"
@@ -56,11 +85,19 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs, logs to OUT/NAME.log, records 
 } > "$OUT/machine.txt"
 
 # 1. tests
-for t in "$PAYLOAD"/tests/test_cuda_*; do
-  n=$(basename "$t")
-  step "$n" 1200 "$t" --gtest_output="xml:$OUT/$n.xml"
-done
-if [ "$QUICK" != "--quick" ]; then
+if want tests; then
+  for t in "$PAYLOAD"/tests/test_cuda_*; do
+    n=$(basename "$t")
+    step "$n" "${TEST_TIMEOUT:-600}" "$t" --gtest_output="xml:$OUT/$n.xml"
+    # Skipped for want of a device is a failure here: this script exists to run them on one.
+    if grep -q "no CUDA device on this machine" "$OUT/$n.log"; then
+      echo "$n SKIPPED: no CUDA device visible (driver, libcudart.so.13 on LD_LIBRARY_PATH?)" \
+        | tee -a "$STATUS"
+      FAILED=1
+    fi
+  done
+fi
+if want cpu_tests; then
   for t in "$PAYLOAD"/tests/test_*; do
     n=$(basename "$t")
     case "$n" in test_cuda_*) continue ;; esac
@@ -73,7 +110,9 @@ fi
 SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -x /usr/local/cuda/compute-sanitizer/compute-sanitizer ] && \
   SAN=/usr/local/cuda/compute-sanitizer/compute-sanitizer
-if [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
+if ! want sanitizer; then
+  :
+elif [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
   FILTER='AllOps/CudaOps.MatchesCpuReference/*permute*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*'
   step sanitizer_memcheck 900 "$SAN" --tool memcheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$FILTER"
@@ -91,13 +130,14 @@ fi
 STEPS=20
 PRESETS="small 0.4b"
 [ "$QUICK" = "--quick" ] && { STEPS=5; PRESETS="small"; }
+want bench || PRESETS=""
 for p in $PRESETS; do
   step "bench_${p}" 900 "$PAYLOAD/bin/moebench" --preset "$p" --device cuda --dtype bf16 \
     --steps "$STEPS" --json "$OUT/bench_${p}.json"
-  if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    step "torch_${p}_lb" 900 python3 "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
+  if "${PY[@]}" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    step "torch_${p}_lb" 900 "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
       --steps "$STEPS" --json "$OUT/torch_${p}_lb.json"
-    step "torch_${p}_lbspcp" 900 python3 "$BUNDLE/tools/bench_torch.py" --preset "$p" \
+    step "torch_${p}_lbspcp" 900 "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" \
       --losses lb,sp,cp --steps "$STEPS" --json "$OUT/torch_${p}_lbspcp.json"
   else
     echo "torch peer skipped: no CUDA-enabled PyTorch" | tee -a "$STATUS"
@@ -105,7 +145,7 @@ for p in $PRESETS; do
 done
 
 # Summary: one table of everything measured (missing files are reported as missing).
-python3 - "$OUT" $PRESETS > "$OUT/summary.txt" 2>&1 <<'EOF'
+"${PY[@]}" - "$OUT" $PRESETS > "$OUT/summary.txt" 2>&1 <<'EOF'
 import json, os, sys
 out, presets = sys.argv[1], sys.argv[2:]
 def load(name):
