@@ -13,7 +13,9 @@
 #   --tests      the gpu tests only (step 1 without the cpu tests): the first run on a new GPU
 #   --quick      gpu tests, sanitizer subset, small benchmark with fewer steps
 #   --sanitizer  step 2 only;   --bench  step 3 only
-# TEST_TIMEOUT (seconds per gpu test binary, default 600) bounds step 1.
+# Seconds per step: TEST_TIMEOUT (each gpu test binary, default 270), SAN_TIMEOUT (each of the 3
+# sanitizer runs, default 180), BENCH_TIMEOUT (each of the 3 runs per preset, default 180).
+# PRESETS (default "small 0.4b") picks the benchmark presets: one preset per call fits 10 minutes.
 set -uo pipefail
 
 OUT=${1:?usage: run.sh OUTDIR [--tests|--quick|--sanitizer|--bench]}
@@ -30,6 +32,8 @@ want() {  # want STEP: does MODE include step tests|cpu_tests|sanitizer|bench?
   esac
   return 1
 }
+SAN_TIMEOUT=${SAN_TIMEOUT:-180}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-180}
 QUICK=""
 [ "$MODE" = "--quick" ] && QUICK="--quick"
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
@@ -88,7 +92,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs, logs to OUT/NAME.log, records 
 if want tests; then
   for t in "$PAYLOAD"/tests/test_cuda_*; do
     n=$(basename "$t")
-    step "$n" "${TEST_TIMEOUT:-600}" "$t" --gtest_output="xml:$OUT/$n.xml"
+    step "$n" "${TEST_TIMEOUT:-270}" "$t" --gtest_output="xml:$OUT/$n.xml"
     # Skipped for want of a device is a failure here: this script exists to run them on one.
     if grep -q "no CUDA device on this machine" "$OUT/$n.log"; then
       echo "$n SKIPPED: no CUDA device visible (driver, libcudart.so.13 on LD_LIBRARY_PATH?)" \
@@ -114,12 +118,12 @@ if ! want sanitizer; then
   :
 elif [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
   FILTER='AllOps/CudaOps.MatchesCpuReference/*permute*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*'
-  step sanitizer_memcheck 900 "$SAN" --tool memcheck --error-exitcode 9 \
+  step sanitizer_memcheck "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$FILTER"
-  step sanitizer_racecheck 900 "$SAN" --tool racecheck --error-exitcode 9 \
+  step sanitizer_racecheck "$SAN_TIMEOUT" "$SAN" --tool racecheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" \
     --gtest_filter='AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/permute_bf16:AllOps/CudaOps.MatchesCpuReference/elementwise_f32'
-  step sanitizer_memcheck_attention 900 "$SAN" --tool memcheck --error-exitcode 9 \
+  step sanitizer_memcheck_attention "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" --gtest_filter='CudaDeterminism.*'
 else
   echo "sanitizer skipped: compute-sanitizer not found" | tee -a "$STATUS"
@@ -128,16 +132,16 @@ fi
 
 # 3. benchmark: C++ (moebench) and the PyTorch peer, lb alone and lb,sp,cp
 STEPS=20
-PRESETS="small 0.4b"
+PRESETS=${PRESETS:-small 0.4b}
 [ "$QUICK" = "--quick" ] && { STEPS=5; PRESETS="small"; }
 want bench || PRESETS=""
 for p in $PRESETS; do
-  step "bench_${p}" 900 "$PAYLOAD/bin/moebench" --preset "$p" --device cuda --dtype bf16 \
+  step "bench_${p}" "$BENCH_TIMEOUT" "$PAYLOAD/bin/moebench" --preset "$p" --device cuda --dtype bf16 \
     --steps "$STEPS" --json "$OUT/bench_${p}.json"
   if "${PY[@]}" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    step "torch_${p}_lb" 900 "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
+    step "torch_${p}_lb" "$BENCH_TIMEOUT" "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
       --steps "$STEPS" --json "$OUT/torch_${p}_lb.json"
-    step "torch_${p}_lbspcp" 900 "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" \
+    step "torch_${p}_lbspcp" "$BENCH_TIMEOUT" "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" \
       --losses lb,sp,cp --steps "$STEPS" --json "$OUT/torch_${p}_lbspcp.json"
   else
     echo "torch peer skipped: no CUDA-enabled PyTorch" | tee -a "$STATUS"
