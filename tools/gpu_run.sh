@@ -56,8 +56,21 @@ if [ ! -f "$PAYLOAD/.unpacked" ]; then
 fi
 
 CUDA_LIBS=""
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+         /usr/lib/x86_64-linux-gnu; do
   [ -d "$d" ] && CUDA_LIBS="$CUDA_LIBS:$d"
+done
+# CUDA 13 libraries somewhere else (another toolkit prefix, or pip's nvidia-* wheels): look for
+# the ones the binaries need if the usual places lack them.
+for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
+  LD_LIBRARY_PATH="${CUDA_LIBS#:}" ldconfig -p 2>/dev/null | grep -q "$lib" && continue
+  found=""
+  for d in ${CUDA_LIBS//:/ }; do [ -e "$d/$lib" ] && found=$d; done
+  [ -n "$found" ] && continue
+  roots="/usr/local /opt $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null)"
+  hit=$(find $roots -maxdepth 6 -name "$lib" 2>/dev/null | head -1)
+  if [ -n "$hit" ]; then CUDA_LIBS="$CUDA_LIBS:$(dirname "$hit")"
+  else echo "run.sh: $lib not found on this machine (is CUDA 13 installed?)" >&2; fi
 done
 # The bundled libraries (libstdc++, OpenBLAS, ...) are for the bundled binaries only: Python and
 # PyTorch run with the machine's own environment (PY below), never with these.
