@@ -163,6 +163,7 @@ bool CudaBackend::supports(OpKind op, DType dtype) const {
     case OpKind::rope_forward: case OpKind::rope_backward:
     case OpKind::attention_forward: case OpKind::attention_backward:
     case OpKind::swiglu_forward: case OpKind::swiglu_backward:
+    case OpKind::moe_dispatch_plan:  // integer indices only: the same op in any activation dtype
     case OpKind::moe_permute: case OpKind::moe_permute_backward:
     case OpKind::moe_unpermute: case OpKind::moe_unpermute_backward:
     case OpKind::cross_entropy_forward: case OpKind::cross_entropy_backward:
