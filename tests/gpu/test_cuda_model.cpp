@@ -4,7 +4,8 @@
 //
 // Tolerances: f32 losses within 1e-4 relative, gradients within 2e-3 relative L2 error per
 // parameter; bf16 losses within 2e-2 relative, gradients within 8e-2 relative L2 error (bf16
-// activations carry 8 mantissa bits). The 200-step curve: every 10th loss within 1e-3 (f32) or
+// activations carry 8 mantissa bits), on a batch whose top-k expert sets agree with the CPU's
+// (a bf16 near-tie may route a token elsewhere; see one_step_matches). The 200-step curve: every 10th loss within 1e-3 (f32) or
 // 3e-2 (bf16) relative of the CPU's.
 //
 // Without a CUDA device every test is SKIPPED with a message, never passed.
@@ -82,22 +83,55 @@ void expect_loss_close(double got, double ref, double rtol, const std::string& w
       << what << ": cuda " << got << " vs cpu " << ref;
 }
 
+// Every token has the same SET of experts in every MoE layer of both models (slot order may
+// differ: the sums over slots do not depend on it).
+bool same_expert_sets(MoeModel& a, MoeModel& b) {
+  const std::vector<LayerRouting> ra = a.routing(), rb = b.routing();
+  if (ra.size() != rb.size()) return false;
+  for (size_t l = 0; l < ra.size(); ++l) {
+    const int64_t k = ra[l].top_k;
+    for (int64_t t = 0; t < ra[l].n_tokens; ++t) {
+      std::vector<int32_t> x(ra[l].topk_idx.begin() + t * k, ra[l].topk_idx.begin() + (t + 1) * k);
+      std::vector<int32_t> y(rb[l].topk_idx.begin() + t * k, rb[l].topk_idx.begin() + (t + 1) * k);
+      std::sort(x.begin(), x.end());
+      std::sort(y.begin(), y.end());
+      if (x != y) return false;
+    }
+  }
+  return true;
+}
+
 void one_step_matches(DType dtype, const std::vector<std::string>& losses,
                       const std::string& arch) {
-  const Config c = small_config(losses, arch);
+  const bool bf16 = dtype == DType::kBF16;
+  Config c = small_config(losses, arch);
+  // bf16 rounds the router's input, so a token within ~1e-3 of a top-k tie can pick another
+  // expert than in the f32 CPU model (about 1 token-layer in 70 here); the gradients of the
+  // experts involved then differ by tens of percent, legitimately. The gradients are therefore
+  // compared on the first batch whose routing agrees everywhere; one sequence keeps the odds of
+  // such a batch high (a wrong bf16 path would route differently on every batch and fail).
+  if (bf16) c.train.batch_size = 1;
   auto cpu = make_backend("cpu");
   auto gpu = make_backend("cuda");
   MoeModel ref(c.model, c.loss, *cpu, c.train.batch_size, c.train.seq_len, DType::kF32);
   MoeModel dev(c.model, c.loss, *gpu, c.train.batch_size, c.train.seq_len, dtype);
   ref.init_parameters(7);
   dev.init_parameters(7);
-  const Batch b = make_batch(c, 11);
-  for (MoeModel* m : {&ref, &dev}) {
-    m->zero_grad();
-    m->forward(b, true);
-    m->backward(1.0f);
+  constexpr int kBatchTries = 30;
+  bool routed_alike = false;
+  int tries = 0;
+  while (!routed_alike && tries < kBatchTries) {
+    const Batch b = make_batch(c, 11 + static_cast<uint64_t>(tries++));
+    for (MoeModel* m : {&ref, &dev}) {
+      m->zero_grad();
+      m->forward(b, true);
+    }
+    routed_alike = same_expert_sets(ref, dev);
   }
-  const bool bf16 = dtype == DType::kBF16;
+  ASSERT_TRUE(routed_alike) << "none of " << kBatchTries << " batches routes every token to the "
+                            << "same experts on cuda (" << dtype_name(dtype) << ") and cpu";
+  if (!bf16) EXPECT_EQ(tries, 1) << "f32 routing should agree with the CPU on the first batch";
+  for (MoeModel* m : {&ref, &dev}) m->backward(1.0f);
   const double loss_tol = bf16 ? 2e-2 : 1e-4, grad_tol = bf16 ? 8e-2 : 2e-3;
   LossValues lr = ref.loss_values(), ld = dev.loss_values();
   const std::string tag = arch + " " + dtype_name(dtype);
