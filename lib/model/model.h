@@ -79,6 +79,26 @@ class MoeModel {
   void backward(float loss_scale = 1.0f);
   void zero_grad();
 
+  // ---- eval: the incremental forward over a KV cache (no gradients; model/kv_cache.cpp) -------
+  // Scoring several continuations of one context computes the context once: prefill_cache runs
+  // contexts through every layer and keeps each layer's rotated keys and values (the KV cache);
+  // forward_cached then runs only new tokens against them. The cache (keys and values of every
+  // layer for max_batch x seq tokens, activation dtype) is allocated on first use, never by
+  // training; activation_bytes() does not count it.
+  //
+  // Runs contexts.batch rows of contexts.seq tokens (targets ignored) and replaces the cache's
+  // contents. No head: logits_host(), token_nll(), routing() and loss_values() are unavailable
+  // until the next forward or forward_cached.
+  void prefill_cache(const Batch& contexts);
+  // Runs `batch` (rows of new tokens, right-padded; targets as in forward) where row b continues
+  // row ctx_row[b] of the last prefill_cache after its first ctx_len[b] tokens: new token t sits
+  // at position ctx_len[b] + t and attends to those cached positions and causally to the row's
+  // new tokens, so its logits are those forward() gives at that position of the concatenated
+  // sequence (up to fp32 rounding). logits_host(), token_nll(), routing() and loss_values()
+  // then describe the new tokens only. No backward.
+  void forward_cached(const Batch& batch, const std::vector<int32_t>& ctx_row,
+                      const std::vector<int32_t>& ctx_len);
+
   LossValues loss_values();                 // downloads the last forward's loss terms
   std::vector<float> token_nll();           // [batch * seq] per-position NLL (0 where ignored)
   std::vector<float> logits_host();         // [batch * seq, V] of the last forward
