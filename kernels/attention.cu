@@ -19,6 +19,7 @@
 //   lane per key) writes p and ds for the 8 x 32 block to shared memory; phase 2 (each thread owns
 //   fixed (key, dim) elements) accumulates dK and dV over the 8 rows in order. Every gradient
 //   element is therefore summed by one thread in a fixed order: deterministic, no atomics.
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 
@@ -454,6 +455,28 @@ void CudaBackend::attention_forward_cached(Tensor& out, const Tensor& q, const T
                                            const Tensor& v_cache, const Tensor& cache_start,
                                            const Tensor& cache_len, const AttnDims& dims) {
   const char* op = "attention_forward_cached";
+  // (batch, head) pairs index gridDim.y (at most 65535): a large batch of short continuations
+  // (eval packs rows by tokens) runs in chunks of rows, each an independent launch.
+  const int64_t rows_per_launch = 65535 / std::max<int64_t>(1, dims.heads);
+  if (dims.batch > rows_per_launch && dims.heads >= 1) {
+    check_shape(q, {dims.batch * dims.seq, dims.heads * dims.head_dim}, "attention_forward_cached: q");
+    check_shape(k, {dims.batch * dims.seq, dims.kv_heads * dims.head_dim}, "attention_forward_cached: k");
+    check_shape(v, k.shape(), "attention_forward_cached: v");
+    check_shape(out, q.shape(), "attention_forward_cached: out");
+    check_shape(cache_start, {dims.batch}, "attention_forward_cached: cache_start");
+    check_shape(cache_len, {dims.batch}, "attention_forward_cached: cache_len");
+    for (int64_t b0 = 0; b0 < dims.batch; b0 += rows_per_launch) {
+      const int64_t b1 = std::min(dims.batch, b0 + rows_per_launch);
+      AttnDims part = dims;
+      part.batch = b1 - b0;
+      Tensor out_part = out.rows(b0 * dims.seq, b1 * dims.seq);
+      attention_forward_cached(out_part, q.rows(b0 * dims.seq, b1 * dims.seq),
+                               k.rows(b0 * dims.seq, b1 * dims.seq),
+                               v.rows(b0 * dims.seq, b1 * dims.seq), k_cache, v_cache,
+                               cache_start.rows(b0, b1), cache_len.rows(b0, b1), part);
+    }
+    return;
+  }
   AttnGeom g = attn_geometry(dims, q, k, v, op);
   check_shape(out, q.shape(), "attention_forward_cached: out");
   MOE_CHECK(k_cache.ndim() == 2 && k_cache.dim(1) == dims.kv_heads * dims.head_dim,

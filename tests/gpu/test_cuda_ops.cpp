@@ -228,6 +228,24 @@ void kv_cache_case(OpHarness& h) {
       h.expect_close(out, tag + " attention_forward_cached out");
     }
   }
+  // 16400 one-token rows x 4 heads: more (row, head) pairs than one launch's 65535 grid rows.
+  const int64_t many = 16400, hd = 8;
+  std::vector<int32_t> starts(many), lens(many);
+  for (int64_t b = 0; b < many; ++b) {
+    starts[b] = static_cast<int32_t>(b % 7);
+    lens[b] = static_cast<int32_t>(b % 5);
+  }
+  const AttnDims d{many, 1, heads, kv_heads, hd};
+  Pair q = h.act_input({many, heads * hd});
+  Pair k = h.act_input({many, kv_heads * hd}), v = h.act_input({many, kv_heads * hd});
+  Pair kc = h.act_input({12, kv_heads * hd}), vc = h.act_input({12, kv_heads * hd});
+  Pair start = h.i32_input({many}, starts), len = h.i32_input({many}, lens);
+  Pair out = h.output({many, heads * hd}, h.act());
+  h.cpu().attention_forward_cached(out.cpu, q.cpu, k.cpu, v.cpu, kc.cpu, vc.cpu, start.cpu,
+                                   len.cpu, d);
+  h.gpu().attention_forward_cached(out.gpu, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu,
+                                   len.gpu, d);
+  h.expect_close(out, "kv_cache 16400 rows attention_forward_cached out");
 }
 
 // ---- SwiGLU ----------------------------------------------------------------------------------
