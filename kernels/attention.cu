@@ -297,6 +297,10 @@ AttnGeom attn_geometry(const AttnDims& dims, const Tensor& q, const Tensor& k, c
             "{}: the CUDA attention kernel supports head_dim in [1, {}], found {}", op,
             kMaxHeadDim, dims.head_dim);
   MOE_CHECK(dims.batch * dims.seq < (int64_t(1) << 31), "{}: B*T too large", op);
+  // (batch, head) pairs index gridDim.y, which CUDA caps at 65535.
+  MOE_CHECK(dims.batch * dims.heads <= 65535, "{}: batch * heads = {} * {} exceeds the 65535 "
+            "(batch, head) blocks of one launch; lower the batch size", op, dims.batch,
+            dims.heads);
   const int64_t rows = dims.batch * dims.seq;
   check_shape(q, {rows, dims.heads * dims.head_dim}, op);
   check_shape(k, {rows, dims.kv_heads * dims.head_dim}, op);

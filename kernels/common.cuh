@@ -87,6 +87,12 @@ inline unsigned grid_for(int64_t n, int block = kBlock) {
   return static_cast<unsigned>(g < 65535 * 8 ? g : 65535 * 8);
 }
 
+// Grid size for a kernel with one thread per element and NO grid-stride loop: never capped
+// (grid_for's cap would silently leave elements past 65535 * 8 blocks unprocessed).
+inline unsigned grid_cover(int64_t n, int block = kBlock) {
+  return static_cast<unsigned>(ceil_div(n > 0 ? n : 1, block));
+}
+
 // ---- bf16 helpers -----------------------------------------------------------------------------
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }

@@ -347,7 +347,7 @@ void CudaBackend::z_loss_backward(Tensor& dlogits, const Tensor& logits, float c
   check_f32(dlogits, "z_loss_backward", "dlogits");
   int64_t n = logits.dim(0);
   if (n == 0) return;
-  z_backward_kernel<<<grid_for(n, 128), 128, 0, stream_>>>(dlogits.ptr<float>(),
+  z_backward_kernel<<<grid_cover(n, 128), 128, 0, stream_>>>(dlogits.ptr<float>(),
                                                            logits.ptr<float>(), n,
                                                            int(logits.dim(1)), coef);
   MOE_LAUNCH_CHECK("z_backward_kernel");

@@ -7,7 +7,13 @@
 // Precision: bf16 or f32 inputs (both operands the same dtype), fp32 accumulation
 // (CUBLAS_COMPUTE_32F; no TF32, so f32 results match the CPU), output bf16 or f32.
 // The algorithm comes from the cuBLASLt heuristic with the backend's 32 MiB workspace; if the
-// heuristic offers none for a shape, cublasGemmEx (same precision) is used instead.
+// heuristic offers none for a shape, cublasGemmEx (same precision) is used instead. The heuristic
+// is told each operand's real pointer alignment (it assumes 256 bytes otherwise), so row views
+// that start inside an allocation get an algorithm that can read them.
+#include <cstdint>
+#include <initializer_list>
+#include <utility>
+
 #include "cuda_backend.h"
 
 namespace moe {
@@ -36,6 +42,16 @@ struct LtPref {
   cublasLtMatmulPreference_t pref = nullptr;
   ~LtPref() { if (pref) cublasLtMatmulPreferenceDestroy(pref); }
 };
+
+// Largest power of two (at most 256) dividing the address. cuBLASLt's heuristic assumes 256-byte
+// aligned operands unless told otherwise, and an algorithm picked under that assumption may
+// reject (or misread) a row view that starts mid-allocation.
+uint32_t pointer_alignment(const void* p) {
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && addr % align != 0) align /= 2;
+  return align;
+}
 
 void check_matrix(const Tensor& t, int64_t rows, int64_t cols, const char* op, const char* name) {
   MOE_CHECK(t.ndim() >= 1 && t.numel() == rows * cols && t.dim(-1) == cols,
@@ -71,6 +87,15 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
   MOE_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &gemm_workspace_bytes_,
       sizeof(gemm_workspace_bytes_)));
+  const uint32_t align_a = pointer_alignment(a), align_b = pointer_alignment(b);
+  const uint32_t align_c = pointer_alignment(c);
+  for (auto [attr, align] : {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+                             std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+                             std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+                             std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}}) {
+    MOE_CUBLASLT_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.pref, attr, &align, sizeof(align)));
+  }
   cublasLtMatmulHeuristicResult_t heur{};
   int found = 0;
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, desc.desc, la.layout, lb.layout,

@@ -116,16 +116,18 @@ __global__ void expert_load_kernel(float* load, const int32_t* idx, int64_t pair
   if (threadIdx.x == 0) load[e] += float(total);
 }
 
+// The mean in double, as on the CPU: loads are integer counts that can pass 2^24 over an update
+// interval, where an f32 sum would round and could flip sign(mean - load) for a balanced expert.
 __global__ void balance_bias_kernel(float* bias, const float* load, int e_n, float gamma) {
-  __shared__ float mean;
+  __shared__ double mean;
   if (threadIdx.x == 0) {
-    float sum = 0.0f;
-    for (int e = 0; e < e_n; ++e) sum += load[e];
-    mean = sum / float(e_n);
+    double sum = 0.0;
+    for (int e = 0; e < e_n; ++e) sum += double(load[e]);
+    mean = sum / double(e_n);
   }
   __syncthreads();
   for (int e = threadIdx.x; e < e_n; e += blockDim.x) {
-    float diff = mean - load[e];
+    double diff = mean - double(load[e]);
     float sign = diff > 0.0f ? 1.0f : (diff < 0.0f ? -1.0f : 0.0f);
     bias[e] += gamma * sign;
   }
@@ -165,7 +167,7 @@ void CudaBackend::router_forward(Tensor& probs, Tensor& topk_idx, Tensor& topk_w
     check_f32(bias, "router_forward", "bias");
   }
   if (n == 0) return;
-  router_forward_kernel<<<grid_for(n, 128), 128, 0, stream_>>>(
+  router_forward_kernel<<<grid_cover(n, 128), 128, 0, stream_>>>(
       probs.ptr<float>(), topk_idx.ptr<int32_t>(), topk_weight.ptr<float>(), logits.ptr<float>(),
       bias.defined() ? bias.ptr<float>() : nullptr, n, int(e_n), int(k), norm_topk);
   MOE_LAUNCH_CHECK("router_forward_kernel");
@@ -189,7 +191,7 @@ void CudaBackend::router_backward(Tensor& dlogits, const Tensor& dprobs, const T
     check_f32(dprobs, "router_backward", "dprobs");
   }
   if (n == 0) return;
-  router_backward_kernel<<<grid_for(n, 128), 128, 0, stream_>>>(
+  router_backward_kernel<<<grid_cover(n, 128), 128, 0, stream_>>>(
       dlogits.ptr<float>(), dprobs.defined() ? dprobs.ptr<float>() : nullptr,
       dweight.ptr<float>(), probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(e_n), int(k),
       norm_topk);
@@ -206,7 +208,7 @@ void CudaBackend::topk_mass_forward(Tensor& mass, const Tensor& probs, const Ten
   check_f32(mass, "topk_mass_forward", "mass");
   check_f32(probs, "topk_mass_forward", "probs");
   if (n == 0) return;
-  topk_mass_forward_kernel<<<grid_for(n), kBlock, 0, stream_>>>(
+  topk_mass_forward_kernel<<<grid_cover(n), kBlock, 0, stream_>>>(
       mass.ptr<float>(), probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(probs.dim(1)),
       int(topk_idx.dim(1)), error_flag_);
   MOE_LAUNCH_CHECK("topk_mass_forward_kernel");
@@ -223,7 +225,7 @@ void CudaBackend::topk_mass_backward(Tensor& dprobs, const Tensor& dmass,
   check_f32(dprobs, "topk_mass_backward", "dprobs");
   check_f32(dmass, "topk_mass_backward", "dmass");
   if (n == 0) return;
-  topk_mass_backward_kernel<<<grid_for(n), kBlock, 0, stream_>>>(
+  topk_mass_backward_kernel<<<grid_cover(n), kBlock, 0, stream_>>>(
       dprobs.ptr<float>(), dmass.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(dprobs.dim(1)),
       int(topk_idx.dim(1)));
   MOE_LAUNCH_CHECK("topk_mass_backward_kernel");

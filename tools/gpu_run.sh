@@ -8,11 +8,34 @@
 # Everything goes into OUTDIR. A failing step is recorded in OUTDIR/status.txt and the script
 # goes on; it exits non-zero if any step failed.
 #
-# Usage: ./run.sh OUTDIR [--quick]     (--quick: small config only, fewer steps)
+# Usage: ./run.sh OUTDIR [MODE]
+#   (no MODE)    everything above (~15-25 min: longer than one 10-minute device call)
+#   --tests      the gpu tests only (step 1 without the cpu tests): the first run on a new GPU
+#   --quick      gpu tests, sanitizer subset, small benchmark with fewer steps
+#   --sanitizer  step 2 only;   --bench  step 3 only
+# Seconds per step: TEST_TIMEOUT (each gpu test binary, default 270), SAN_TIMEOUT (each of the 3
+# sanitizer runs, default 180), BENCH_TIMEOUT (each of the 3 runs per preset, default 180).
+# PRESETS (default "small 0.4b") picks the benchmark presets: one preset per call fits 10 minutes.
 set -uo pipefail
 
-OUT=${1:?usage: run.sh OUTDIR [--quick]}
-QUICK=${2:-}
+OUT=${1:?usage: run.sh OUTDIR [--tests|--quick|--sanitizer|--bench]}
+MODE=${2:-all}
+case "$MODE" in
+  all|--tests|--quick|--sanitizer|--bench) ;;
+  *) echo "run.sh: unknown mode '$MODE' (expected --tests, --quick, --sanitizer or --bench)" >&2
+     exit 2 ;;
+esac
+want() {  # want STEP: does MODE include step tests|cpu_tests|sanitizer|bench?
+  case "$MODE:$1" in
+    all:*|--tests:tests|--quick:tests|--quick:sanitizer|--quick:bench) return 0 ;;
+    --sanitizer:sanitizer|--bench:bench) return 0 ;;
+  esac
+  return 1
+}
+SAN_TIMEOUT=${SAN_TIMEOUT:-180}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-180}
+QUICK=""
+[ "$MODE" = "--quick" ] && QUICK="--quick"
 BUNDLE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -23,15 +46,38 @@ PAYLOAD="$BUNDLE/payload"
 mkdir -p "$PAYLOAD" 2>/dev/null && [ -w "$PAYLOAD" ] || PAYLOAD="$OUT/payload"
 if [ ! -f "$PAYLOAD/.unpacked" ]; then
   mkdir -p "$PAYLOAD"
-  tar -C "$PAYLOAD" -xJf "$BUNDLE/payload.tar.xz" || { echo "run.sh: cannot unpack payload" >&2; exit 1; }
+  if command -v xz >/dev/null; then
+    tar -C "$PAYLOAD" -xJf "$BUNDLE/payload.tar.xz"
+  else  # no xz binary: Python's tarfile reads xz through its lzma module
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' \
+      "$BUNDLE/payload.tar.xz" "$PAYLOAD"
+  fi || { echo "run.sh: cannot unpack payload" >&2; exit 1; }
   touch "$PAYLOAD/.unpacked"
 fi
 
 CUDA_LIBS=""
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+         /usr/lib/x86_64-linux-gnu; do
   [ -d "$d" ] && CUDA_LIBS="$CUDA_LIBS:$d"
 done
+# CUDA 13 libraries somewhere else (another toolkit prefix, or pip's nvidia-* wheels): look for
+# the ones the binaries need if the usual places lack them.
+for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
+  LD_LIBRARY_PATH="${CUDA_LIBS#:}" ldconfig -p 2>/dev/null | grep -q "$lib" && continue
+  found=""
+  for d in ${CUDA_LIBS//:/ }; do [ -e "$d/$lib" ] && found=$d; done
+  [ -n "$found" ] && continue
+  roots="/usr/local /opt $(python3 -c 'import site; print(*site.getsitepackages())' 2>/dev/null)"
+  hit=$(find $roots -maxdepth 6 -name "$lib" 2>/dev/null | head -1)
+  if [ -n "$hit" ]; then CUDA_LIBS="$CUDA_LIBS:$(dirname "$hit")"
+  else echo "run.sh: $lib not found on this machine (is CUDA 13 installed?)" >&2; fi
+done
+# The bundled libraries (libstdc++, OpenBLAS, ...) are for the bundled binaries only: Python and
+# PyTorch run with the machine's own environment (PY below), never with these.
+ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH="$PAYLOAD/lib${CUDA_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ -n "$ORIG_LD_LIBRARY_PATH" ]; then PY=(env "LD_LIBRARY_PATH=$ORIG_LD_LIBRARY_PATH" python3)
+else PY=(env -u LD_LIBRARY_PATH python3); fi
 export PATH="$PATH:/usr/local/cuda/bin"
 STATUS="$OUT/status.txt"
 : > "$STATUS"
@@ -56,11 +102,19 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs, logs to OUT/NAME.log, records 
 } > "$OUT/machine.txt"
 
 # 1. tests
-for t in "$PAYLOAD"/tests/test_cuda_*; do
-  n=$(basename "$t")
-  step "$n" 1200 "$t" --gtest_output="xml:$OUT/$n.xml"
-done
-if [ "$QUICK" != "--quick" ]; then
+if want tests; then
+  for t in "$PAYLOAD"/tests/test_cuda_*; do
+    n=$(basename "$t")
+    step "$n" "${TEST_TIMEOUT:-270}" "$t" --gtest_output="xml:$OUT/$n.xml"
+    # Skipped for want of a device is a failure here: this script exists to run them on one.
+    if grep -q "no CUDA device on this machine" "$OUT/$n.log"; then
+      echo "$n SKIPPED: no CUDA device visible (driver, libcudart.so.13 on LD_LIBRARY_PATH?)" \
+        | tee -a "$STATUS"
+      FAILED=1
+    fi
+  done
+fi
+if want cpu_tests; then
   for t in "$PAYLOAD"/tests/test_*; do
     n=$(basename "$t")
     case "$n" in test_cuda_*) continue ;; esac
@@ -73,14 +127,16 @@ fi
 SAN=$(command -v compute-sanitizer || true)
 [ -z "$SAN" ] && [ -x /usr/local/cuda/compute-sanitizer/compute-sanitizer ] && \
   SAN=/usr/local/cuda/compute-sanitizer/compute-sanitizer
-if [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
+if ! want sanitizer; then
+  :
+elif [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
   FILTER='AllOps/CudaOps.MatchesCpuReference/*permute*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*'
-  step sanitizer_memcheck 900 "$SAN" --tool memcheck --error-exitcode 9 \
+  step sanitizer_memcheck "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$FILTER"
-  step sanitizer_racecheck 900 "$SAN" --tool racecheck --error-exitcode 9 \
+  step sanitizer_racecheck "$SAN_TIMEOUT" "$SAN" --tool racecheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" \
     --gtest_filter='AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/permute_bf16:AllOps/CudaOps.MatchesCpuReference/elementwise_f32'
-  step sanitizer_memcheck_attention 900 "$SAN" --tool memcheck --error-exitcode 9 \
+  step sanitizer_memcheck_attention "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" --gtest_filter='CudaDeterminism.*'
 else
   echo "sanitizer skipped: compute-sanitizer not found" | tee -a "$STATUS"
@@ -89,15 +145,16 @@ fi
 
 # 3. benchmark: C++ (moebench) and the PyTorch peer, lb alone and lb,sp,cp
 STEPS=20
-PRESETS="small 0.4b"
+PRESETS=${PRESETS:-small 0.4b}
 [ "$QUICK" = "--quick" ] && { STEPS=5; PRESETS="small"; }
+want bench || PRESETS=""
 for p in $PRESETS; do
-  step "bench_${p}" 900 "$PAYLOAD/bin/moebench" --preset "$p" --device cuda --dtype bf16 \
+  step "bench_${p}" "$BENCH_TIMEOUT" "$PAYLOAD/bin/moebench" --preset "$p" --device cuda --dtype bf16 \
     --steps "$STEPS" --json "$OUT/bench_${p}.json"
-  if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    step "torch_${p}_lb" 900 python3 "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
+  if "${PY[@]}" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    step "torch_${p}_lb" "$BENCH_TIMEOUT" "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" --losses lb \
       --steps "$STEPS" --json "$OUT/torch_${p}_lb.json"
-    step "torch_${p}_lbspcp" 900 python3 "$BUNDLE/tools/bench_torch.py" --preset "$p" \
+    step "torch_${p}_lbspcp" "$BENCH_TIMEOUT" "${PY[@]}" "$BUNDLE/tools/bench_torch.py" --preset "$p" \
       --losses lb,sp,cp --steps "$STEPS" --json "$OUT/torch_${p}_lbspcp.json"
   else
     echo "torch peer skipped: no CUDA-enabled PyTorch" | tee -a "$STATUS"
@@ -105,7 +162,7 @@ for p in $PRESETS; do
 done
 
 # Summary: one table of everything measured (missing files are reported as missing).
-python3 - "$OUT" $PRESETS > "$OUT/summary.txt" 2>&1 <<'EOF'
+"${PY[@]}" - "$OUT" $PRESETS > "$OUT/summary.txt" 2>&1 <<'EOF'
 import json, os, sys
 out, presets = sys.argv[1], sys.argv[2:]
 def load(name):

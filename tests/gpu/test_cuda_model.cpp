@@ -129,6 +129,35 @@ TEST(CudaModel, OneStepBf16MatchesCpuAllLosses) {
   one_step_matches(DType::kBF16, {"lb"}, "deepseek");
 }
 
+// train.recompute re-runs each layer's forward inside backward; with deterministic kernels the
+// gradients must be bitwise those of the plain run (and a second plain run must repeat them).
+TEST(CudaModel, RecomputeAndRepeatGiveBitwiseTheSameGradients) {
+  REQUIRE_CUDA();
+  const Config c = small_config({"lb", "sp", "cp", "z"}, "deepseek");
+  auto gpu = make_backend("cuda");
+  const Batch b = make_batch(c, 13);
+  std::vector<std::vector<float>> first;
+  for (bool recompute : {false, false, true}) {
+    MoeModel m(c.model, c.loss, *gpu, c.train.batch_size, c.train.seq_len, DType::kBF16,
+               recompute);
+    m.init_parameters(5);
+    m.zero_grad();
+    m.forward(b, true);
+    m.backward(1.0f);
+    std::vector<std::vector<float>> grads;
+    for (const Param& p : m.params())
+      if (p.trainable) grads.push_back(gpu->download_vec<float>(p.grad));
+    if (first.empty()) {
+      first = grads;
+      continue;
+    }
+    ASSERT_EQ(grads.size(), first.size());
+    for (size_t i = 0; i < grads.size(); ++i)
+      EXPECT_EQ(grads[i], first[i]) << (recompute ? "recompute" : "repeat")
+                                    << ": gradient " << i << " differs bitwise";
+  }
+}
+
 std::vector<double> train_curve(Backend& be, DType dtype, const Config& c, int steps) {
   MoeModel model(c.model, c.loss, be, c.train.batch_size, c.train.seq_len, dtype);
   model.init_parameters(3);

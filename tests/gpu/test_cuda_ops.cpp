@@ -7,7 +7,9 @@
 // coverage test needs no device: it checks that the case table exercises every OpKind.
 #include <algorithm>
 #include <functional>
+#include <initializer_list>
 #include <set>
+#include <utility>
 
 #include "gpu/op_harness.h"
 
@@ -71,8 +73,8 @@ void embedding_case(OpHarness& h) {
 
 // ---- RMSNorm ---------------------------------------------------------------------------------
 void rms_norm_case(OpHarness& h) {
-  for (int64_t cols : {67, 1000}) {
-    const int64_t rows = 13;
+  // rows 150 > 64: each of the 64 fixed dw chunks then sums several rows.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{13, 67}, {150, 1000}}) {
     Pair x = h.act_input({rows, cols}), w = h.act_input({cols});
     Pair y = h.output({rows, cols}, h.act()), rstd = h.output({rows}, DType::kF32);
     h.cpu().rms_norm_forward(y.cpu, rstd.cpu, x.cpu, w.cpu, 1e-5f);
@@ -120,6 +122,22 @@ void matmul_case(OpHarness& h) {
   h.cpu().matmul_backward(none_cpu, dw_only.cpu, dy.cpu, x.cpu, w.cpu, false);
   h.gpu().matmul_backward(none_gpu, dw_only.gpu, dy.gpu, x.gpu, w.gpu, false);
   h.expect_close(dw_only, "matmul_backward dw (dx undefined)", tolerance_for(h.act()));
+  // Row views that start one row into their allocation (x: 94 or 188 bytes in, not 16-byte
+  // aligned for bf16): cuBLASLt must be given an algorithm that accepts the real alignment.
+  auto rows_from_1 = [](const Pair& p) {
+    return Pair{p.cpu.rows(1, p.cpu.dim(0)), p.gpu.rows(1, p.gpu.dim(0))};
+  };
+  Pair y_big = h.output({m, n}, h.act());
+  Pair x_view = rows_from_1(x), y_view = rows_from_1(y_big);
+  h.cpu().matmul_forward(y_view.cpu, x_view.cpu, w.cpu, false);
+  h.gpu().matmul_forward(y_view.gpu, x_view.gpu, w.gpu, false);
+  h.expect_close(y_view, "matmul_forward on unaligned row views");
+  Pair dy_view = rows_from_1(dy), dx_big = h.output({m, k}, h.act());
+  Pair dx_view = rows_from_1(dx_big), dw_view = h.accumulator({n, k}, DType::kF32);
+  h.cpu().matmul_backward(dx_view.cpu, dw_view.cpu, dy_view.cpu, x_view.cpu, w.cpu, false);
+  h.gpu().matmul_backward(dx_view.gpu, dw_view.gpu, dy_view.gpu, x_view.gpu, w.gpu, false);
+  h.expect_close(dx_view, "matmul_backward dx on unaligned row views");
+  h.expect_close(dw_view, "matmul_backward dw on unaligned row views", tolerance_for(h.act()));
 }
 
 // ---- RoPE ------------------------------------------------------------------------------------
@@ -172,6 +190,7 @@ void attention_case(OpHarness& h) {
   attention_shape(h, {2, 67, 4, 2, 32});
   attention_shape(h, {1, 45, 2, 2, 128});
   attention_shape(h, {1, 19, 3, 1, 24});
+  attention_shape(h, {3, 1, 2, 2, 8});      // T = 1: one key per query
   attention_shape(h, {1, 1030, 2, 1, 64});  // T >= 1024: the fused path, no T x T scores
 }
 
@@ -530,27 +549,58 @@ TEST(CudaOpsCoverage, EveryOpKindHasACase) {
     EXPECT_TRUE(covered.count(op)) << "no CUDA-vs-CPU test case covers " << op_name(op);
 }
 
-// Deterministic: the same inputs give bit-identical results on a second run.
-TEST(CudaDeterminism, GroupedMatmulAndAttentionRepeatBitwise) {
+// Deterministic: the same inputs give bit-identical results on a second run, for the ops whose
+// reductions could most easily depend on scheduling (attention dK/dV, the grouped GEMM's dw, the
+// embedding and RMSNorm parameter gradients).
+std::vector<float> repeat_values(OpHarness& h, std::initializer_list<const Tensor*> ts) {
+  std::vector<float> all;
+  for (const Tensor* t : ts) {
+    std::vector<float> v = h.gpu_values(*t);
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+TEST(CudaDeterminism, ReductionsRepeatBitwise) {
   if (!has_cuda()) GTEST_SKIP() << "no CUDA device on this machine: skipped, not passed";
   auto cpu = make_backend("cpu");
   auto gpu = make_backend("cuda");
-  OpHarness h(*cpu, *gpu, DType::kBF16, 99u);
+  Backend& g = *gpu;
+  OpHarness h(*cpu, g, DType::kBF16, 99u);
   AttnDims d{2, 300, 4, 2, 64};
   Pair q = h.act_input({600, 256}), k = h.act_input({600, 128}), v = h.act_input({600, 128});
   Pair dout = h.act_input({600, 256});
+  // Grouped GEMM: 600 tokens, top-2 of 5 experts (expert 2 unused).
+  const int64_t n = 600, top = 2, experts = 5, in = 72, out = 40;
+  Pair topk = h.i32_input({n, top}, make_routing(h, n, top, {0, 1, 3, 4}));
+  Tensor offsets = g.empty({experts + 1}, DType::kI32), row_token = g.empty({n * top}, DType::kI32);
+  Tensor token_row = g.empty({n, top}, DType::kI32);
+  g.moe_dispatch_plan(offsets, row_token, token_row, topk.gpu, experts);
+  Pair x = h.act_input({n * top, in}), w = h.act_input({experts, out, in});
+  Pair dy = h.act_input({n * top, out});
+  // Embedding with many repeated ids, RMSNorm over 600 rows.
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 7) % 13);
+  Pair id = h.i32_input({n}, ids), demb = h.act_input({n, 96});
+  Pair xn = h.act_input({n, 96}), gain = h.act_input({96}), dyn = h.act_input({n, 96});
   std::vector<float> first;
   for (int run = 0; run < 2; ++run) {
-    Tensor out = gpu->empty({600, 256}, DType::kBF16), lse = gpu->empty({2, 4, 300}, DType::kF32);
-    Tensor dq = gpu->empty({600, 256}, DType::kBF16), dk = gpu->empty({600, 128}, DType::kBF16);
-    Tensor dv = gpu->empty({600, 128}, DType::kBF16);
-    gpu->attention_forward(out, lse, q.gpu, k.gpu, v.gpu, d);
-    gpu->attention_backward(dq, dk, dv, dout.gpu, q.gpu, k.gpu, v.gpu, out, lse, d);
-    std::vector<float> all = h.gpu_values(dk);
-    std::vector<float> dvv = h.gpu_values(dv);
-    all.insert(all.end(), dvv.begin(), dvv.end());
+    Tensor o = g.empty({600, 256}, DType::kBF16), lse = g.empty({2, 4, 300}, DType::kF32);
+    Tensor dq = g.empty({600, 256}, DType::kBF16), dk = g.empty({600, 128}, DType::kBF16);
+    Tensor dv = g.empty({600, 128}, DType::kBF16);
+    g.attention_forward(o, lse, q.gpu, k.gpu, v.gpu, d);
+    g.attention_backward(dq, dk, dv, dout.gpu, q.gpu, k.gpu, v.gpu, o, lse, d);
+    Tensor dx = g.empty({n * top, in}, DType::kBF16), dw = g.zeros({experts, out, in}, DType::kF32);
+    g.grouped_matmul_backward(dx, dw, dy.gpu, x.gpu, w.gpu, offsets);
+    Tensor dtable = g.zeros({13, 96}, DType::kF32);
+    g.embedding_backward(dtable, demb.gpu, id.gpu);
+    Tensor ny = g.empty({n, 96}, DType::kBF16), rstd = g.empty({n}, DType::kF32);
+    Tensor ndx = g.empty({n, 96}, DType::kBF16), ndw = g.zeros({96}, DType::kF32);
+    g.rms_norm_forward(ny, rstd, xn.gpu, gain.gpu, 1e-5f);
+    g.rms_norm_backward(ndx, ndw, dyn.gpu, xn.gpu, gain.gpu, rstd, false);
+    std::vector<float> all = repeat_values(h, {&dq, &dk, &dv, &dx, &dw, &dtable, &ndw});
     if (run == 0) first = all;
-    else EXPECT_EQ(first, all) << "attention backward is not bitwise reproducible";
+    else EXPECT_EQ(first, all) << "a reduction is not bitwise reproducible";
   }
 }
 
