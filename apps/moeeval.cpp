@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "config/cli.h"
 #include "core/error.h"
+#include "core/omp_wait_policy.h"
 #include "eval/eval_checkpoint.h"
 #include "eval/moe_scoring.h"
 #include "eval/report_table.h"
@@ -151,6 +152,7 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::prefer_passive_omp_wait(argv);  // before any OpenMP region: see omp_wait_policy.h
   Options o;
   CLI::App app{"moeeval: perplexity, zero-shot accuracy (lm-evaluation-harness conventions) and "
                "routing/pathway statistics of moetrain checkpoints"};

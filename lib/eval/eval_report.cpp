@@ -167,6 +167,7 @@ nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s) {
                   {"zero_shot_computed_tokens_per_second", zs.computed_tokens_per_second()},
                   {"zero_shot_request_tokens", zs.request_tokens},
                   {"zero_shot_computed_tokens", zs.input_tokens},
+                  {"zero_shot_padded_tokens", zs.padded_tokens},
                   {"zero_shot_seconds", zs.seconds},
                   {"zero_shot_cached_contexts", zs.cached_contexts},
                   {"zero_shot_kv_cache", s.kv_cache},

@@ -122,6 +122,21 @@ Batch padded_batch(int64_t rows, int64_t seq, int32_t pad) {
   return b;
 }
 
+// The end of a pass over items [begin, size) sorted longest first (len(i): item i's length): at
+// most max_items items, and only items at least 3/4 as long as the first, so that right padding
+// stays under a quarter of the pass. (Packing by tokens puts ~100 short continuations in one
+// pass: without the bound 26% of the tokens computed for hellaswag + piqa were padding, with it
+// 11%, for 99 passes instead of 38 and no slower.)
+template <typename Len>
+size_t pass_end(size_t begin, size_t size, int64_t max_items, Len len) {
+  const int64_t seq = len(begin);
+  size_t end = begin + 1;
+  while (end < size && static_cast<int64_t>(end - begin) < max_items && 4 * len(end) >= 3 * seq) {
+    ++end;
+  }
+  return end;
+}
+
 // Whole rows, up to max_rows() per pass, longest first (equal lengths keep their order).
 void run_plain(Pass& ps, std::vector<const Row*> rows) {
   std::stable_sort(rows.begin(), rows.end(), [](const Row* a, const Row* b) { return a->n > b->n; });
@@ -155,8 +170,8 @@ void run_continuations(Pass& ps, const std::vector<const Row*>& rows,
   const int64_t max_tokens = ps.model.max_tokens();
   for (size_t begin = 0; begin < order.size();) {
     const int64_t seq = len(order[begin]);
-    const size_t end = std::min(order.size(), begin + static_cast<size_t>(ps.rows_fitting(
-                                                          seq, max_tokens / seq)));
+    const size_t end = pass_end(begin, order.size(), ps.rows_fitting(seq, max_tokens / seq),
+                                [&](size_t i) { return len(order[i]); });
     Batch b = padded_batch(static_cast<int64_t>(end - begin), seq, ps.pad);
     std::vector<int32_t> ctx_row, ctx_len;
     int64_t real = 0;
@@ -186,9 +201,9 @@ void run_cached(Pass& ps, std::vector<std::vector<const Row*>> groups) {
                    [](const auto& a, const auto& b) { return a[0]->first > b[0]->first; });
   for (size_t begin = 0; begin < groups.size();) {
     const int64_t seq = groups[begin][0]->first;
-    const size_t end = std::min(groups.size(),
-                                begin + static_cast<size_t>(std::max<int64_t>(
-                                            1, ps.model.max_tokens() / seq)));
+    const size_t end = pass_end(begin, groups.size(),
+                                std::max<int64_t>(1, ps.model.max_tokens() / seq),
+                                [&](size_t g) { return groups[g][0]->first; });
     Batch ctx;
     ctx.batch = static_cast<int64_t>(end - begin);
     ctx.seq = seq;
