@@ -176,7 +176,9 @@ __global__ void __launch_bounds__(kAttnThreads)
 
   int start = spans.start[b], prefix = spans.len[b];
   if (start < 0 || prefix < 0 || int64_t(start) + prefix > spans.rows) {
-    if (threadIdx.x == 0 && blockIdx.x == 0 && h == 0) raise_device_error(error_flag, kErrCacheSpan);
+    if (threadIdx.x == 0 && blockIdx.x == 0 && h == 0) {
+      raise_device_error(error_flag, kErrCacheSpan);
+    }
     start = 0;
     prefix = 0;
   }
@@ -459,8 +461,9 @@ void CudaBackend::attention_forward_cached(Tensor& out, const Tensor& q, const T
   // (eval packs rows by tokens) runs in chunks of rows, each an independent launch.
   const int64_t rows_per_launch = 65535 / std::max<int64_t>(1, dims.heads);
   if (dims.batch > rows_per_launch && dims.heads >= 1) {
-    check_shape(q, {dims.batch * dims.seq, dims.heads * dims.head_dim}, "attention_forward_cached: q");
-    check_shape(k, {dims.batch * dims.seq, dims.kv_heads * dims.head_dim}, "attention_forward_cached: k");
+    const int64_t rows = dims.batch * dims.seq;
+    check_shape(q, {rows, dims.heads * dims.head_dim}, "attention_forward_cached: q");
+    check_shape(k, {rows, dims.kv_heads * dims.head_dim}, "attention_forward_cached: k");
     check_shape(v, k.shape(), "attention_forward_cached: v");
     check_shape(out, q.shape(), "attention_forward_cached: out");
     check_shape(cache_start, {dims.batch}, "attention_forward_cached: cache_start");

@@ -258,7 +258,9 @@ class CachedToyModel final : public ScoringModel {
       std::vector<int32_t> prefix = prefixes[r];
       for (int64_t p = 0; p < b.seq; ++p) {
         prefix.push_back(b.inputs[r * b.seq + p]);
-        for (int64_t v = 0; v < vocab(); ++v) logits_[(r * b.seq + p) * vocab() + v] = toy_logit(prefix, v);
+        for (int64_t v = 0; v < vocab(); ++v) {
+          logits_[(r * b.seq + p) * vocab() + v] = toy_logit(prefix, v);
+        }
       }
     }
   }

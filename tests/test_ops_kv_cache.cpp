@@ -143,12 +143,13 @@ std::vector<double> cached_reference(const CachedCase& c) {
   for (int64_t b = 0; b < d.batch; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t g = h / (H / KV), P = c.len[b];
-      auto key = [&](int64_t j) {
-        return j < P ? &c.kc[((c.start[b] + j) * KV + g) * hd] : &c.k[((b * T + j - P) * KV + g) * hd];
+      auto row = [&](const std::vector<double>& cache, const std::vector<double>& fresh,
+                     int64_t j) {
+        return j < P ? &cache[((c.start[b] + j) * KV + g) * hd]
+                     : &fresh[((b * T + j - P) * KV + g) * hd];
       };
-      auto value = [&](int64_t j) {
-        return j < P ? &c.vc[((c.start[b] + j) * KV + g) * hd] : &c.v[((b * T + j - P) * KV + g) * hd];
-      };
+      auto key = [&](int64_t j) { return row(c.kc, c.k, j); };
+      auto value = [&](int64_t j) { return row(c.vc, c.v, j); };
       for (int64_t t = 0; t < T; ++t) {
         const double* qv = &c.q[((b * T + t) * H + h) * hd];
         std::vector<double> s(P + t + 1);

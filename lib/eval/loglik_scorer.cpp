@@ -139,7 +139,8 @@ size_t pass_end(size_t begin, size_t size, int64_t max_items, Len len) {
 
 // Whole rows, up to max_rows() per pass, longest first (equal lengths keep their order).
 void run_plain(Pass& ps, std::vector<const Row*> rows) {
-  std::stable_sort(rows.begin(), rows.end(), [](const Row* a, const Row* b) { return a->n > b->n; });
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const Row* a, const Row* b) { return a->n > b->n; });
   for (size_t begin = 0; begin < rows.size();) {
     const int64_t seq = rows[begin]->n;
     const size_t end = std::min(rows.size(), begin + static_cast<size_t>(ps.rows_fitting(

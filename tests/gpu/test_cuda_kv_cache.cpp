@@ -57,7 +57,9 @@ Batch rows_batch(const std::vector<std::vector<int32_t>>& rows) {
   for (const auto& r : rows) b.seq = std::max<int64_t>(b.seq, static_cast<int64_t>(r.size()));
   b.inputs.assign(b.batch * b.seq, 0);
   b.targets.assign(b.batch * b.seq, -1);
-  for (size_t i = 0; i < rows.size(); ++i) std::copy(rows[i].begin(), rows[i].end(), b.inputs.begin() + i * b.seq);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::copy(rows[i].begin(), rows[i].end(), b.inputs.begin() + i * b.seq);
+  }
   return b;
 }
 
@@ -95,8 +97,9 @@ std::vector<std::vector<float>> full_logits(MoeModel& m, const Problem& p) {
   return out;
 }
 
-void expect_close(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b,
-                  double tol, const std::string& what) {
+using Rows = std::vector<std::vector<float>>;
+
+void expect_close(const Rows& a, const Rows& b, double tol, const std::string& what) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t r = 0; r < a.size(); ++r) {
     ASSERT_EQ(a[r].size(), b[r].size()) << what << " row " << r;

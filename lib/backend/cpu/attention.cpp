@@ -116,11 +116,16 @@ void attention_cached_head(Scalar* out, const Scalar* q, const Scalar* k, const 
   Scalar* s = scratch<Scalar>(0, size_t(std::min(L.T, kQueryBlock) * (P + L.T))).data();
   for (int64_t i0 = 0; i0 < L.T; i0 += kQueryBlock) {
     const int64_t i1 = std::min(L.T, i0 + kQueryBlock), rows = i1 - i0, width = P + i1;
-    if (P > 0) gemm(CblasNoTrans, CblasTrans, rows, P, L.hd, scale, q + i0 * qs, qs, kc, ks, 0.0, s, width);
+    if (P > 0) {
+      gemm(CblasNoTrans, CblasTrans, rows, P, L.hd, scale, q + i0 * qs, qs, kc, ks, 0.0, s, width);
+    }
     gemm(CblasNoTrans, CblasTrans, rows, i1, L.hd, scale, q + i0 * qs, qs, k, ks, 0.0, s + P,
          width);
     for (int64_t i = i0; i < i1; ++i) softmax_row(s + (i - i0) * width, P + i + 1, width);
-    if (P > 0) gemm(CblasNoTrans, CblasNoTrans, rows, L.hd, P, 1.0, s, width, vc, ks, 0.0, out + i0 * qs, qs);
+    if (P > 0) {
+      gemm(CblasNoTrans, CblasNoTrans, rows, L.hd, P, 1.0, s, width, vc, ks, 0.0, out + i0 * qs,
+           qs);
+    }
     gemm(CblasNoTrans, CblasNoTrans, rows, L.hd, i1, 1.0, s + P, width, v, ks, P > 0 ? 1.0 : 0.0,
          out + i0 * qs, qs);
   }
