@@ -85,7 +85,8 @@ Batch random_batch(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed) {
 class Stepper {
  public:
   Stepper(MoeModel& model, Backend& be, const TrainConfig& train)
-      : model_(model), opt_(be, model.params(), train), clip_(train.grad_clip) {}
+      : model_(model), opt_(be, model.params(), train, model.param_groups()),
+        clip_(train.grad_clip) {}
   void step(const Batch& batch) {
     model_.zero_grad();
     model_.forward(batch, true);

@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "config/cli.h"
 #include "core/error.h"
+#include "core/omp_wait_policy.h"
 #include "eval/eval_checkpoint.h"
 #include "eval/moe_scoring.h"
 #include "eval/report_table.h"
@@ -26,6 +27,7 @@ struct Options {
   std::string dump_requests;
   int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
   int threads = 0;
+  bool no_kv_cache = false;
 };
 
 std::vector<moe::eval::Task> load_tasks(const Options& o) {
@@ -77,6 +79,7 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
   zs.limit = o.limit;
   zs.bootstrap_iters = o.bootstrap_iters;
   zs.start_token = eos;
+  zs.kv_cache = !o.no_kv_cache;
   for (const Task& t : tasks) r.tasks.push_back(evaluate_task(t, model, encode, zs));
   for (const auto& f : o.routing) {
     r.routing.push_back(evaluate_routing({f}, o.jsonl_field, model, encode, eos,
@@ -125,6 +128,7 @@ int run(const Options& o) {
   settings.limit = o.limit;
   settings.bootstrap_iters = o.bootstrap_iters;
   settings.threads = o.threads;
+  settings.kv_cache = !o.no_kv_cache;
   if (reports.size() == 1) {
     std::fputs(moe::eval::format_single_report(reports[0]).c_str(), stdout);
   } else {
@@ -148,6 +152,7 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  moe::prefer_passive_omp_wait(argv);  // before any OpenMP region: see omp_wait_policy.h
   Options o;
   CLI::App app{"moeeval: perplexity, zero-shot accuracy (lm-evaluation-harness conventions) and "
                "routing/pathway statistics of moetrain checkpoints"};
@@ -165,6 +170,9 @@ int main(int argc, char** argv) {
   app.add_option("--routing-max-tokens", o.routing_max_tokens, "stop routing after N tokens (0: all)");
   app.add_option("--out", o.out, "write the results JSON (lm-eval harness shape) here");
   app.add_option("--batch-size", o.batch_size, "sequences per forward pass");
+  app.add_flag("--no-kv-cache", o.no_kv_cache,
+               "zero-shot: recompute a context shared by several choices once per choice instead "
+               "of once through the KV cache (same scores; for speed comparisons)");
   app.add_option("--bootstrap-iters", o.bootstrap_iters,
                  "bootstrap resamples for lambada's perplexity stderr (harness default 100000)");
   app.add_option("--jsonl-field", o.jsonl_field, "text field of .jsonl corpora");

@@ -6,6 +6,11 @@
 // Layout: q, out [B*T, H*hd]; k, v [B*T, KV*hd]; lse [B, H, T] f32; query head h reads kv head
 // h / (H / KV). Scores s = q.k / sqrt(hd), masked where key > query.
 //
+// attention_forward_cached (eval, the incremental forward over a KV cache) is the forward kernel
+// with a second key source: row b's keys are its cached prefix (cache_len[b] rows of k_cache /
+// v_cache from cache_start[b]) followed by its new keys, and new query t sits at key index
+// cache_len[b] + t. A span outside the cache raises kErrCacheSpan and reads no prefix.
+//
 // Work split (fp32 arithmetic, bf16 or f32 storage; head_dim <= 128):
 // - forward and dQ: one CTA per (16 query rows, batch*head); each warp owns 4 query rows; in a
 //   key tile lane j scores key j, and lane l accumulates output dims l, l+32, ...
@@ -14,6 +19,7 @@
 //   lane per key) writes p and ds for the 8 x 32 block to shared memory; phase 2 (each thread owns
 //   fixed (key, dim) elements) accumulates dK and dV over the 8 rows in order. Every gradient
 //   element is therefore summed by one thread in a fixed order: deterministic, no atomics.
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 
@@ -124,6 +130,112 @@ __global__ void __launch_bounds__(kAttnThreads)
       if (d < hd) orow[d] = from_f<T>(o[u][c] * inv_l);
     }
     if (lane == 0) lse[(int64_t(b) * g.heads + h) * g.seq + qi] = m[u] + logf(l[u]);
+  }
+}
+
+// Loads key rows key0 .. key0 + rows - 1 of a row whose keys are `prefix_len` rows of `prefix`
+// followed by the rows of `fresh` (n_keys in all; zero past the end), both with row stride
+// `stride`.
+template <typename T>
+__device__ void load_key_rows(float* dst, int ld, const T* prefix, const T* fresh,
+                              int64_t stride, int key0, int rows, int prefix_len, int n_keys,
+                              int hd) {
+  for (int l = threadIdx.x; l < rows * hd; l += blockDim.x) {
+    const int r = l / hd, d = l % hd, j = key0 + r;
+    float x = 0.0f;
+    if (j < prefix_len) {
+      x = to_f(prefix[int64_t(j) * stride + d]);
+    } else if (j < n_keys) {
+      x = to_f(fresh[int64_t(j - prefix_len) * stride + d]);
+    }
+    dst[r * ld + d] = x;
+  }
+}
+
+struct CacheSpans {
+  const int32_t* start;
+  const int32_t* len;
+  int64_t rows;  // rows of k_cache / v_cache
+};
+
+// The forward kernel over [cached prefix, new keys]; g.seq is the number of new tokens per row.
+template <typename T>
+__global__ void __launch_bounds__(kAttnThreads)
+    attn_cached_forward_kernel(T* out, const T* q, const T* k, const T* v, const T* k_cache,
+                               const T* v_cache, CacheSpans spans, AttnGeom g, int* error_flag) {
+  extern __shared__ float smem[];
+  const int hd = g.hd, ldk = hd + 1;
+  float* q_s = smem;                           // [16][hd]
+  float* k_s = q_s + kQueriesPerCta * hd;      // [32][hd+1]
+  float* v_s = k_s + kKeyTile * ldk;           // [32][hd+1]
+  const int bh = blockIdx.y, b = bh / g.heads, h = bh % g.heads;
+  const int kvh = h / (g.heads / g.kv_heads);
+  const int q0 = blockIdx.x * kQueriesPerCta;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t q_stride = int64_t(g.heads) * hd, kv_stride = int64_t(g.kv_heads) * hd;
+
+  int start = spans.start[b], prefix = spans.len[b];
+  if (start < 0 || prefix < 0 || int64_t(start) + prefix > spans.rows) {
+    if (threadIdx.x == 0 && blockIdx.x == 0 && h == 0) {
+      raise_device_error(error_flag, kErrCacheSpan);
+    }
+    start = 0;
+    prefix = 0;
+  }
+  const int64_t cache_off = int64_t(start) * kv_stride + int64_t(kvh) * hd;
+  const T* kc = k_cache + cache_off;
+  const T* vc = v_cache + cache_off;
+  const T* kn = k + g.kv_index(b, 0, kvh);
+  const T* vn = v + g.kv_index(b, 0, kvh);
+  const int n_keys = prefix + g.seq;
+
+  load_rows(q_s, hd, q + g.q_index(b, 0, h), q_stride, q0, kQueriesPerCta, g.seq, hd);
+  float m[kQueriesPerWarp], l[kQueriesPerWarp], o[kQueriesPerWarp][kDimsPerLane];
+  for (int u = 0; u < kQueriesPerWarp; ++u) {
+    m[u] = -INFINITY;
+    l[u] = 0.0f;
+    for (int c = 0; c < kDimsPerLane; ++c) o[u][c] = 0.0f;
+  }
+  const int last_key = prefix + min(g.seq - 1, q0 + kQueriesPerCta - 1);
+  for (int key0 = 0; key0 <= last_key; key0 += kKeyTile) {
+    __syncthreads();  // previous tile fully consumed (and q_s loaded on the first pass)
+    load_key_rows(k_s, ldk, kc, kn, kv_stride, key0, kKeyTile, prefix, n_keys, hd);
+    load_key_rows(v_s, ldk, vc, vn, kv_stride, key0, kKeyTile, prefix, n_keys, hd);
+    __syncthreads();
+#pragma unroll
+    for (int u = 0; u < kQueriesPerWarp; ++u) {
+      const int r = warp * kQueriesPerWarp + u, qi = q0 + r, last = prefix + qi;
+      if (qi >= g.seq || key0 > last) continue;  // warp-uniform
+      const bool valid = key0 + lane <= last;
+      float s = valid ? g.scale * dot_smem(q_s + r * hd, k_s + lane * ldk, hd) : -INFINITY;
+      const float m_new = fmaxf(m[u], warp_max(s));
+      const float p = valid ? expf(s - m_new) : 0.0f;
+      const float corr = expf(m[u] - m_new);
+      l[u] = l[u] * corr + warp_sum(p);
+#pragma unroll
+      for (int c = 0; c < kDimsPerLane; ++c) o[u][c] *= corr;
+      for (int j = 0; j < kKeyTile; ++j) {
+        const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+        for (int c = 0; c < kDimsPerLane; ++c) {
+          const int d = lane + 32 * c;
+          if (d < hd) o[u][c] = fmaf(pj, v_s[j * ldk + d], o[u][c]);
+        }
+      }
+      m[u] = m_new;
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kQueriesPerWarp; ++u) {
+    const int qi = q0 + warp * kQueriesPerWarp + u;
+    if (qi >= g.seq) continue;
+    const float inv_l = 1.0f / l[u];
+    T* orow = out + g.q_index(b, qi, h);
+#pragma unroll
+    for (int c = 0; c < kDimsPerLane; ++c) {
+      const int d = lane + 32 * c;
+      if (d < hd) orow[d] = from_f<T>(o[u][c] * inv_l);
+    }
   }
 }
 
@@ -338,6 +450,65 @@ void CudaBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, c
     MOE_LAUNCH_CHECK("attn_forward_kernel");
   });
   after_op("attention_forward");
+}
+
+void CudaBackend::attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k,
+                                           const Tensor& v, const Tensor& k_cache,
+                                           const Tensor& v_cache, const Tensor& cache_start,
+                                           const Tensor& cache_len, const AttnDims& dims) {
+  const char* op = "attention_forward_cached";
+  // (batch, head) pairs index gridDim.y (at most 65535): a large batch of short continuations
+  // (eval packs rows by tokens) runs in chunks of rows, each an independent launch.
+  const int64_t rows_per_launch = 65535 / std::max<int64_t>(1, dims.heads);
+  if (dims.batch > rows_per_launch && dims.heads >= 1) {
+    const int64_t rows = dims.batch * dims.seq;
+    check_shape(q, {rows, dims.heads * dims.head_dim}, "attention_forward_cached: q");
+    check_shape(k, {rows, dims.kv_heads * dims.head_dim}, "attention_forward_cached: k");
+    check_shape(v, k.shape(), "attention_forward_cached: v");
+    check_shape(out, q.shape(), "attention_forward_cached: out");
+    check_shape(cache_start, {dims.batch}, "attention_forward_cached: cache_start");
+    check_shape(cache_len, {dims.batch}, "attention_forward_cached: cache_len");
+    for (int64_t b0 = 0; b0 < dims.batch; b0 += rows_per_launch) {
+      const int64_t b1 = std::min(dims.batch, b0 + rows_per_launch);
+      AttnDims part = dims;
+      part.batch = b1 - b0;
+      Tensor out_part = out.rows(b0 * dims.seq, b1 * dims.seq);
+      attention_forward_cached(out_part, q.rows(b0 * dims.seq, b1 * dims.seq),
+                               k.rows(b0 * dims.seq, b1 * dims.seq),
+                               v.rows(b0 * dims.seq, b1 * dims.seq), k_cache, v_cache,
+                               cache_start.rows(b0, b1), cache_len.rows(b0, b1), part);
+    }
+    return;
+  }
+  AttnGeom g = attn_geometry(dims, q, k, v, op);
+  check_shape(out, q.shape(), "attention_forward_cached: out");
+  MOE_CHECK(k_cache.ndim() == 2 && k_cache.dim(1) == dims.kv_heads * dims.head_dim,
+            "{}: k_cache must be [C, {}], found {}", op, dims.kv_heads * dims.head_dim,
+            shape_str(k_cache.shape()));
+  check_shape(v_cache, k_cache.shape(), "attention_forward_cached: v_cache");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &k_cache, &v_cache})
+    MOE_CHECK(t->dtype() == q.dtype(), "{}: expected out and the cache in {}, found {}", op,
+              dtype_name(q.dtype()), dtype_name(t->dtype()));
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&cache_start, &cache_len}) {
+    check_shape(*t, {dims.batch}, "attention_forward_cached: cache_start / cache_len");
+    MOE_CHECK(t->dtype() == DType::kI32 && t->device() == Device::kCuda,
+              "{}: cache_start and cache_len must be i32 CUDA tensors, found {}", op,
+              dtype_name(t->dtype()));
+  }
+  const CacheSpans spans{cache_start.ptr<int32_t>(), cache_len.ptr<int32_t>(), k_cache.dim(0)};
+  const size_t smem = sizeof(float) * (kQueriesPerCta * g.hd + 2 * kKeyTile * (g.hd + 1));
+  dim3 grid(static_cast<unsigned>(ceil_div(g.seq, kQueriesPerCta)),
+            static_cast<unsigned>(g.batch * g.heads));
+  MOE_DISPATCH_ACT(q.dtype(), op, T, {
+    allow_smem(attn_cached_forward_kernel<T>, smem);
+    attn_cached_forward_kernel<T><<<grid, kAttnThreads, smem, stream_>>>(
+        static_cast<T*>(out.data()), static_cast<const T*>(q.data()),
+        static_cast<const T*>(k.data()), static_cast<const T*>(v.data()),
+        static_cast<const T*>(k_cache.data()), static_cast<const T*>(v_cache.data()), spans, g,
+        error_flag_);
+    MOE_LAUNCH_CHECK("attn_cached_forward_kernel");
+  });
+  after_op(op);
 }
 
 void CudaBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,

@@ -170,6 +170,7 @@ enum DeviceError : int {
   kErrTokenId = 1,      // embedding id outside [0, V)
   kErrExpertIndex = 2,  // top-k index outside [0, E)
   kErrTarget = 4,       // cross-entropy target >= V
+  kErrCacheSpan = 8,    // KV-cache span outside the cache, or a negative RoPE offset
 };
 __device__ __forceinline__ void raise_device_error(int* flag, int code) { atomicOr(flag, code); }
 

@@ -88,6 +88,7 @@ std::string describe_device_errors(int flags) {
   if (flags & kErrTokenId) msg += "a token id outside [0, vocab_size) reached embedding; ";
   if (flags & kErrExpertIndex) msg += "a top-k expert index outside [0, n_experts); ";
   if (flags & kErrTarget) msg += "a cross-entropy target >= vocab_size; ";
+  if (flags & kErrCacheSpan) msg += "a KV-cache span outside the cache or a negative RoPE offset; ";
   return msg;
 }
 
@@ -160,8 +161,9 @@ bool CudaBackend::supports(OpKind op, DType dtype) const {
     case OpKind::rms_norm_forward: case OpKind::rms_norm_backward:
     case OpKind::matmul_forward: case OpKind::matmul_backward:
     case OpKind::grouped_matmul_forward: case OpKind::grouped_matmul_backward:
-    case OpKind::rope_forward: case OpKind::rope_backward:
+    case OpKind::rope_forward: case OpKind::rope_backward: case OpKind::rope_forward_offset:
     case OpKind::attention_forward: case OpKind::attention_backward:
+    case OpKind::attention_forward_cached:
     case OpKind::swiglu_forward: case OpKind::swiglu_backward:
     case OpKind::moe_dispatch_plan:  // integer indices only: the same op in any activation dtype
     case OpKind::moe_permute: case OpKind::moe_permute_backward:

@@ -14,7 +14,7 @@
 // The op implementations live in one .cu per op family, matching lib/backend/cpu/*.cpp:
 //   cuda_backend.cu  memory, elementwise, convert   embedding.cu  norm.cu  rope.cu  swiglu.cu
 //   matmul.cu        dense matmul (cuBLASLt)        grouped_matmul.cu  grouped expert GEMM
-//   attention.cu     flash-style causal GQA         router.cu  (router, topk_mass, load, bias)
+//   attention.cu     flash-style causal GQA (+ KV-cache forward)  router.cu  (router, topk_mass, load, bias)
 //   permute.cu       dispatch plan, (un)permute     loss.cu    cross_entropy, lb, z, sp, cp
 //   optim.cu         adamw, global_norm_sq
 // Supported dtypes per op: kernels/README.md and supports().
@@ -63,8 +63,14 @@ class CudaBackend final : public Backend {
                     int64_t head_dim, float theta) override;
   void rope_backward(Tensor& dx, const Tensor& dy, int64_t batch, int64_t seq, int64_t n_heads,
                      int64_t head_dim, float theta) override;
+  void rope_forward_offset(Tensor& y, const Tensor& x, const Tensor& offsets, int64_t batch,
+                           int64_t seq, int64_t n_heads, int64_t head_dim, float theta) override;
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const AttnDims& dims) override;
+  void attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& k_cache, const Tensor& v_cache,
+                                const Tensor& cache_start, const Tensor& cache_len,
+                                const AttnDims& dims) override;
   void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
                           const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                           const Tensor& lse, const AttnDims& dims) override;

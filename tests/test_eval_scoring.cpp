@@ -210,6 +210,65 @@ class ToyModel final : public ScoringModel {
   std::vector<float> logits_;
 };
 
+// ToyModel with a KV cache: prefill keeps the context rows, forward_cached computes the logits of
+// the concatenation (context prefix + new tokens) exactly, so the scorer's cached path must give
+// the direct numbers to rounding of the log-softmax sums. It also checks the scorer's use of the
+// interface (capacity, spans inside the cached rows).
+class CachedToyModel final : public ScoringModel {
+ public:
+  explicit CachedToyModel(int64_t rows) : rows_(rows) {}
+  int64_t max_rows() const override { return rows_; }
+  int64_t max_seq() const override { return 16; }
+  int64_t vocab() const override { return 11; }
+  void forward(const Batch& b) override {
+    EXPECT_LE(b.batch, rows_);
+    std::vector<std::vector<int32_t>> empty(static_cast<size_t>(b.batch));
+    run(b, empty);
+    ++plain_passes;
+  }
+  bool has_kv_cache() const override { return true; }
+  void prefill(const Batch& b) override {
+    EXPECT_LE(b.batch * b.seq, max_tokens());
+    EXPECT_LE(b.seq, max_seq());
+    contexts_.clear();
+    for (int64_t r = 0; r < b.batch; ++r) {
+      contexts_.emplace_back(b.inputs.begin() + r * b.seq, b.inputs.begin() + (r + 1) * b.seq);
+    }
+    ++prefills;
+  }
+  void forward_cached(const Batch& b, const std::vector<int32_t>& ctx_row,
+                      const std::vector<int32_t>& ctx_len) override {
+    EXPECT_LE(b.batch * b.seq, max_tokens());
+    std::vector<std::vector<int32_t>> prefixes;
+    for (int64_t r = 0; r < b.batch; ++r) {
+      const auto& ctx = contexts_.at(static_cast<size_t>(ctx_row[r]));
+      EXPECT_LE(static_cast<size_t>(ctx_len[r]), ctx.size());
+      prefixes.emplace_back(ctx.begin(), ctx.begin() + ctx_len[r]);
+    }
+    run(b, prefixes);
+    ++cached_passes;
+  }
+  std::vector<float> logits() override { return logits_; }
+  int plain_passes = 0, prefills = 0, cached_passes = 0;
+
+ private:
+  void run(const Batch& b, const std::vector<std::vector<int32_t>>& prefixes) {
+    logits_.assign(b.batch * b.seq * vocab(), 0.0f);
+    for (int64_t r = 0; r < b.batch; ++r) {
+      std::vector<int32_t> prefix = prefixes[r];
+      for (int64_t p = 0; p < b.seq; ++p) {
+        prefix.push_back(b.inputs[r * b.seq + p]);
+        for (int64_t v = 0; v < vocab(); ++v) {
+          logits_[(r * b.seq + p) * vocab() + v] = toy_logit(prefix, v);
+        }
+      }
+    }
+  }
+  int64_t rows_;
+  std::vector<std::vector<int32_t>> contexts_;
+  std::vector<float> logits_;
+};
+
 // Direct computation of one request: log-softmax at each target position, in double.
 ScoredRequest direct(const TokenRequest& r, int64_t vocab) {
   ScoredRequest s;
@@ -271,6 +330,62 @@ TEST(EvalScoring, BatchedScorerMatchesDirectComputation) {
     // [2,7], and [2] (request 5's input) prefixes every other input.
     EXPECT_EQ(scorer.stats().rows, 4);
     EXPECT_EQ(scorer.stats().requests, 7);
+  }
+}
+
+TEST(EvalScoring, KvCacheScorerMatchesDirectComputation) {
+  // The first scored input position of a request is its input length minus its targets; its
+  // context is the input before it. Choices of context [2,4,6] (requests 0-3; 0 and 1 are
+  // prefixes of 3's input and ride on its row, 2 has a row of its own); of context [2,9] (4, 5);
+  // of a 10-token context with continuations that fill the 16-token model context exactly
+  // (8, 9); a lone context (6) and a request without context (7) take the plain path; 10 has
+  // nothing to score.
+  const std::vector<TokenRequest> reqs = {
+      {{2, 4, 6, 8, 1, 3}, 2},
+      {{2, 4, 6, 8, 5}, 1},
+      {{2, 4, 6, 8, 2, 2, 7}, 3},
+      {{2, 4, 6, 8, 1, 3, 7, 7}, 4},
+      {{2, 9, 9, 0}, 1},
+      {{2, 9, 1, 3, 3, 3}, 3},
+      {{2, 4, 6, 1, 1}, 2},
+      {{5, 6, 7}, 2},
+      {{2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1, 2, 3, 4, 5}, 6},
+      {{2, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 9, 2, 3, 4, 5}, 6},
+      {{2, 4, 6, 8, 2}, 0},
+  };
+  for (int64_t rows : {1, 3, 8}) {
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    CachedToyModel model(rows);
+    LoglikScorer scorer(model);
+    const std::vector<ScoredRequest> got = scorer.score(reqs);
+    ASSERT_EQ(got.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const ScoredRequest want = direct(reqs[i], 11);
+      EXPECT_NEAR(got[i].ll, want.ll, 1e-5) << "request " << i;
+      EXPECT_EQ(got[i].greedy, want.greedy) << "request " << i;
+    }
+    // The same through the plain path (kv_cache off), and under a logits budget of one row.
+    CachedToyModel plain_model(rows);
+    LoglikScorer plain(plain_model, int64_t{1} << 28, /*kv_cache=*/false);
+    const std::vector<ScoredRequest> again = plain.score(reqs);
+    LoglikScorer small(model, 16 * 11);
+    const std::vector<ScoredRequest> tight = small.score(reqs);
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      EXPECT_NEAR(again[i].ll, got[i].ll, 1e-9) << "request " << i;
+      EXPECT_NEAR(tight[i].ll, got[i].ll, 1e-9) << "request " << i;
+    }
+    EXPECT_EQ(plain_model.prefills + plain_model.cached_passes, 0);
+    // Contexts [2,4,6], [2,9] and the 10-token one run once each, 6 continuation rows.
+    const ScoringStats& st = scorer.stats();
+    EXPECT_EQ(st.cached_contexts, 3);
+    EXPECT_EQ(st.cached_rows, 6);
+    EXPECT_EQ(st.request_tokens, 5 + 4 + 6 + 7 + 3 + 5 + 4 + 2 + 16 + 16);
+    EXPECT_EQ(plain.stats().request_tokens, st.request_tokens);
+    // Computed: contexts 3 + 2 + 10, continuations (7-3) + (6-3) + (3-2) + (5-2) + 6 + 6, plain
+    // rows 4 + 2; without the cache one whole row per host.
+    EXPECT_EQ(st.input_tokens, 15 + 23 + 6);
+    EXPECT_EQ(plain.stats().input_tokens, 7 + 6 + 3 + 5 + 4 + 2 + 16 + 16);
+    EXPECT_GT(model.prefills, 0);
   }
 }
 

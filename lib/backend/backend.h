@@ -107,6 +107,13 @@ class Backend {
   virtual void rope_backward(Tensor& dx, const Tensor& dy, int64_t batch, int64_t seq,
                              int64_t n_heads, int64_t head_dim, float theta) = 0;
 
+  // RoPE at per-sequence offsets (eval: the incremental forward over a KV cache): row b*seq + t
+  // is rotated as position offsets[b] + t. offsets: [batch] i32, >= 0, device-resident. y may
+  // alias x. Forward only.
+  virtual void rope_forward_offset(Tensor& y, const Tensor& x, const Tensor& offsets,
+                                   int64_t batch, int64_t seq, int64_t n_heads,
+                                   int64_t head_dim, float theta) = 0;
+
   // ---- causal attention with GQA: out = softmax(q k^T / sqrt(hd) + causal) v ------------------
   // out: [B*T, H*hd]; lse: [B, H, T] f32 (log-sum-exp of each score row, saved for backward)
   virtual void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
@@ -116,6 +123,19 @@ class Backend {
                                   const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& out, const Tensor& lse,
                                   const AttnDims& dims) = 0;
+
+  // Attention of new tokens that continue a cached prefix (eval: the incremental forward; no lse,
+  // no backward). q, out: [B*T, H*hd] and k, v: [B*T, KV*hd] hold T new tokens per row, as in
+  // attention_forward (dims.seq = T). Row b's prefix is rows cache_start[b] ..
+  // cache_start[b] + cache_len[b] - 1 of k_cache / v_cache ([C, KV*hd], keys already rotated at
+  // positions 0 .. cache_len[b] - 1). New token t of row b sits at position cache_len[b] + t and
+  // attends to the whole prefix and to the row's new tokens t' <= t. cache_start, cache_len: [B]
+  // i32, device-resident, 0 <= start, 0 <= len, start + len <= C. cache_len[b] = 0 is plain
+  // causal attention.
+  virtual void attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k,
+                                        const Tensor& v, const Tensor& k_cache,
+                                        const Tensor& v_cache, const Tensor& cache_start,
+                                        const Tensor& cache_len, const AttnDims& dims) = 0;
 
   // ---- SwiGLU: z = silu(gate) * up ----------------------------------------------------------
   // z, gate, up: [R, F]

@@ -8,8 +8,10 @@ const char* op_family(OpKind op) {
     case OpKind::embedding_forward: case OpKind::embedding_backward: return "embedding";
     case OpKind::rms_norm_forward: case OpKind::rms_norm_backward: return "norm";
     case OpKind::matmul_forward: case OpKind::matmul_backward: return "matmul";
-    case OpKind::rope_forward: case OpKind::rope_backward: return "rope";
-    case OpKind::attention_forward: case OpKind::attention_backward: return "attention";
+    case OpKind::rope_forward: case OpKind::rope_backward:
+    case OpKind::rope_forward_offset: return "rope";
+    case OpKind::attention_forward: case OpKind::attention_backward:
+    case OpKind::attention_forward_cached: return "attention";
     case OpKind::swiglu_forward: case OpKind::swiglu_backward: return "swiglu";
     case OpKind::router_forward: case OpKind::router_backward:
     case OpKind::topk_mass_forward: case OpKind::topk_mass_backward:

@@ -89,6 +89,14 @@ class ProfilingBackend final : public Backend {
     Timer t(*this, OpKind::rope_backward);
     inner_.rope_backward(dx, dy, batch, seq, n_heads, head_dim, theta);
   }
+  void rope_forward_offset(Tensor& y, const Tensor& x, const Tensor& offsets, int64_t batch, int64_t seq, int64_t n_heads, int64_t head_dim, float theta) override {
+    Timer t(*this, OpKind::rope_forward_offset);
+    inner_.rope_forward_offset(y, x, offsets, batch, seq, n_heads, head_dim, theta);
+  }
+  void attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache, const Tensor& cache_start, const Tensor& cache_len, const AttnDims& dims) override {
+    Timer t(*this, OpKind::attention_forward_cached);
+    inner_.attention_forward_cached(out, q, k, v, k_cache, v_cache, cache_start, cache_len, dims);
+  }
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const AttnDims& dims) override {
     Timer t(*this, OpKind::attention_forward);
     inner_.attention_forward(out, lse, q, k, v, dims);

@@ -164,6 +164,13 @@ nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s) {
                   {"zero_shot_average", {{"acc", avg ? json(*avg) : json()},
                                          {"acc_norm_or_acc", avg_norm ? json(*avg_norm) : json()}}},
                   {"zero_shot_tokens_per_second", zs.tokens_per_second()},
+                  {"zero_shot_computed_tokens_per_second", zs.computed_tokens_per_second()},
+                  {"zero_shot_request_tokens", zs.request_tokens},
+                  {"zero_shot_computed_tokens", zs.input_tokens},
+                  {"zero_shot_padded_tokens", zs.padded_tokens},
+                  {"zero_shot_seconds", zs.seconds},
+                  {"zero_shot_cached_contexts", zs.cached_contexts},
+                  {"zero_shot_kv_cache", s.kv_cache},
                   {"zero_shot_forward_passes", zs.forward_passes},
                   {"zero_shot_rows", zs.rows},
                   {"zero_shot_requests", zs.requests}};

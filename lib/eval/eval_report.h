@@ -34,6 +34,7 @@ struct CheckpointReport {
 struct RunSettings {  // the "config" section
   std::string device = "cpu";
   int64_t batch_size = 0, limit = 0, bootstrap_iters = 100000, threads = 0;
+  bool kv_cache = true;  // zero-shot contexts shared through the KV cache (moeeval section)
 };
 
 // One named scalar of a report, for tables and side-by-side comparison.

@@ -1,4 +1,4 @@
-// Batched scoring with prefix sharing (see loglik_scorer.h).
+// Batched scoring with prefix sharing and KV-cache context sharing (see loglik_scorer.h).
 #include "eval/loglik_scorer.h"
 
 #include <algorithm>
@@ -11,11 +11,12 @@
 namespace moe::eval {
 namespace {
 
-size_t input_len(const TokenRequest& r) { return r.tokens.size() - 1; }
+int64_t input_len(const TokenRequest& r) { return static_cast<int64_t>(r.tokens.size()) - 1; }
+int64_t first_scored(const TokenRequest& r) { return input_len(r) - r.n_targets; }
 
 // a's input (tokens without the last) is a prefix of b's input.
 bool input_is_prefix(const TokenRequest& a, const TokenRequest& b) {
-  const size_t la = input_len(a), lb = input_len(b);
+  const int64_t la = input_len(a), lb = input_len(b);
   return la <= lb && std::equal(a.tokens.begin(), a.tokens.begin() + la, b.tokens.begin());
 }
 
@@ -56,25 +57,221 @@ std::pair<double, bool> token_logprob(const float* logits, int64_t vocab, int32_
   return {lp, arg == target};
 }
 
-}  // namespace
+// One row to run: the input of request `host`, serving every request in `served` (the host
+// included). Logits are needed for positions [first, n).
+struct Row {
+  size_t host = 0;
+  std::vector<size_t> served;
+  int64_t first = 0, n = 0;
+};
 
-void ScoringStats::add(const ScoringStats& o) {
-  requests += o.requests;
-  rows += o.rows;
-  forward_passes += o.forward_passes;
-  input_tokens += o.input_tokens;
-  padded_tokens += o.padded_tokens;
-  seconds += o.seconds;
+// What every pass needs.
+struct Pass {
+  const std::vector<TokenRequest>& reqs;
+  std::vector<ScoredRequest>& out;
+  ScoringModel& model;
+  ScoringStats& stats;
+  int32_t pad;
+  int64_t vocab, max_logits_floats;
+
+  // Rows of `seq` positions per pass within the logits budget and the model's limit.
+  int64_t rows_fitting(int64_t seq, int64_t model_limit) const {
+    return std::max<int64_t>(1, std::min(model_limit, max_logits_floats / (seq * vocab)));
+  }
+  std::vector<float> logits(int64_t rows, int64_t seq) {
+    std::vector<float> l = model.logits();
+    MOE_CHECK(static_cast<int64_t>(l.size()) == rows * seq * vocab,
+              "scorer: model returned {} logits for {} x {} x {}", l.size(), rows, seq, vocab);
+    return l;
+  }
+  // Adds the scores of the requests `row` serves. `logits` holds the row's positions from
+  // `offset` on.
+  void accumulate(const Row& row, const float* logits, int64_t offset) {
+    for (size_t i : row.served) {
+      const TokenRequest& req = reqs[i];
+      ScoredRequest& s = out[i];
+      for (int64_t p = first_scored(req); p < input_len(req); ++p) {
+        const auto [lp, is_max] = token_logprob(logits + (p - offset) * vocab, vocab,
+                                                req.tokens[p + 1]);
+        s.ll += lp;
+        s.greedy = s.greedy && is_max;
+      }
+    }
+  }
+  // Row `r` of b: the row's input positions [from, row.n), targets where scored.
+  void fill_row(Batch& b, int64_t r, const Row& row, int64_t from) const {
+    const TokenRequest& req = reqs[row.host];
+    std::copy(req.tokens.begin() + from, req.tokens.begin() + row.n,
+              b.inputs.begin() + r * b.seq);
+    for (int64_t p = row.first; p < row.n; ++p) b.targets[r * b.seq + p - from] = req.tokens[p + 1];
+  }
+  void count(const Batch& b, int64_t real_tokens) {
+    stats.forward_passes += 1;
+    stats.rows += b.batch;
+    stats.input_tokens += real_tokens;
+    stats.padded_tokens += b.batch * b.seq;
+  }
+};
+
+Batch padded_batch(int64_t rows, int64_t seq, int32_t pad) {
+  Batch b;
+  b.batch = rows;
+  b.seq = seq;
+  b.inputs.assign(rows * seq, pad);
+  b.targets.assign(rows * seq, -1);
+  return b;
 }
 
-std::vector<ScoredRequest> LoglikScorer::score(const std::vector<TokenRequest>& reqs,
-                                               int32_t pad_token) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const int64_t vocab = model_.vocab(), max_seq = model_.max_seq();
+// The end of a pass over items [begin, size) sorted longest first (len(i): item i's length): at
+// most max_items items, and only items at least 3/4 as long as the first, so that right padding
+// stays under a quarter of the pass. (Packing by tokens puts ~100 short continuations in one
+// pass: without the bound 26% of the tokens computed for hellaswag + piqa were padding, with it
+// 11%, for 99 passes instead of 38 and no slower.)
+template <typename Len>
+size_t pass_end(size_t begin, size_t size, int64_t max_items, Len len) {
+  const int64_t seq = len(begin);
+  size_t end = begin + 1;
+  while (end < size && static_cast<int64_t>(end - begin) < max_items && 4 * len(end) >= 3 * seq) {
+    ++end;
+  }
+  return end;
+}
+
+// Whole rows, up to max_rows() per pass, longest first (equal lengths keep their order).
+void run_plain(Pass& ps, std::vector<const Row*> rows) {
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const Row* a, const Row* b) { return a->n > b->n; });
+  for (size_t begin = 0; begin < rows.size();) {
+    const int64_t seq = rows[begin]->n;
+    const size_t end = std::min(rows.size(), begin + static_cast<size_t>(ps.rows_fitting(
+                                                         seq, ps.model.max_rows())));
+    Batch b = padded_batch(static_cast<int64_t>(end - begin), seq, ps.pad);
+    int64_t real = 0;
+    for (size_t r = begin; r < end; ++r) {
+      ps.fill_row(b, static_cast<int64_t>(r - begin), *rows[r], 0);
+      real += rows[r]->n;
+    }
+    ps.model.forward(b);
+    const std::vector<float> logits = ps.logits(b.batch, b.seq);
+    for (size_t r = begin; r < end; ++r) {
+      ps.accumulate(*rows[r], &logits[(r - begin) * seq * ps.vocab], 0);
+    }
+    ps.count(b, real);
+    begin = end;
+  }
+}
+
+// The continuation passes of one context pass: row r of `rows` continues context `ctx_row[r]`.
+void run_continuations(Pass& ps, const std::vector<const Row*>& rows,
+                       const std::vector<int32_t>& ctx_row_of) {
+  std::vector<size_t> order(rows.size());
+  std::iota(order.begin(), order.end(), 0);
+  auto len = [&](size_t i) { return rows[i]->n - rows[i]->first; };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return len(a) > len(b); });
+  const int64_t max_tokens = ps.model.max_tokens();
+  for (size_t begin = 0; begin < order.size();) {
+    const int64_t seq = len(order[begin]);
+    const size_t end = pass_end(begin, order.size(), ps.rows_fitting(seq, max_tokens / seq),
+                                [&](size_t i) { return len(order[i]); });
+    Batch b = padded_batch(static_cast<int64_t>(end - begin), seq, ps.pad);
+    std::vector<int32_t> ctx_row, ctx_len;
+    int64_t real = 0;
+    for (size_t r = begin; r < end; ++r) {
+      const Row& row = *rows[order[r]];
+      ps.fill_row(b, static_cast<int64_t>(r - begin), row, row.first);
+      ctx_row.push_back(ctx_row_of[order[r]]);
+      ctx_len.push_back(static_cast<int32_t>(row.first));
+      real += len(order[r]);
+    }
+    ps.model.forward_cached(b, ctx_row, ctx_len);
+    const std::vector<float> logits = ps.logits(b.batch, b.seq);
+    for (size_t r = begin; r < end; ++r) {
+      const Row& row = *rows[order[r]];
+      ps.accumulate(row, &logits[(r - begin) * seq * ps.vocab], row.first);
+    }
+    ps.count(b, real);
+    ps.stats.cached_rows += b.batch;
+    begin = end;
+  }
+}
+
+// Groups of rows sharing one context (rows[0]'s input before `first`), longest context first:
+// each context runs once into the cache, then the rows continue it.
+void run_cached(Pass& ps, std::vector<std::vector<const Row*>> groups) {
+  std::stable_sort(groups.begin(), groups.end(),
+                   [](const auto& a, const auto& b) { return a[0]->first > b[0]->first; });
+  for (size_t begin = 0; begin < groups.size();) {
+    const int64_t seq = groups[begin][0]->first;
+    const size_t end = pass_end(begin, groups.size(),
+                                std::max<int64_t>(1, ps.model.max_tokens() / seq),
+                                [&](size_t g) { return groups[g][0]->first; });
+    Batch ctx;
+    ctx.batch = static_cast<int64_t>(end - begin);
+    ctx.seq = seq;
+    ctx.inputs.assign(ctx.batch * seq, ps.pad);
+    std::vector<const Row*> rows;
+    std::vector<int32_t> ctx_row_of;
+    int64_t real = 0;
+    for (size_t g = begin; g < end; ++g) {
+      const Row& head = *groups[g][0];
+      const TokenRequest& req = ps.reqs[head.host];
+      std::copy(req.tokens.begin(), req.tokens.begin() + head.first,
+                ctx.inputs.begin() + static_cast<int64_t>(g - begin) * seq);
+      real += head.first;
+      for (const Row* row : groups[g]) {
+        rows.push_back(row);
+        ctx_row_of.push_back(static_cast<int32_t>(g - begin));
+      }
+    }
+    ps.model.prefill(ctx);
+    ps.count(ctx, real);
+    ps.stats.cached_contexts += ctx.batch;
+    run_continuations(ps, rows, ctx_row_of);
+    begin = end;
+  }
+}
+
+// Rows by identical context (input before `first`): groups of two or more with a non-empty
+// context, in the order of their first row; the other rows in `single`.
+std::vector<std::vector<const Row*>> group_by_context(const std::vector<Row>& rows,
+                                                      const std::vector<TokenRequest>& reqs,
+                                                      std::vector<const Row*>& single) {
+  auto context = [&](const Row& r) { return reqs[r.host].tokens.begin(); };
+  std::vector<size_t> order(rows.size());
+  std::iota(order.begin(), order.end(), 0);
+  auto less = [&](size_t a, size_t b) {
+    const Row &ra = rows[a], &rb = rows[b];
+    if (ra.first != rb.first) return ra.first < rb.first;
+    return std::lexicographical_compare(context(ra), context(ra) + ra.first, context(rb),
+                                        context(rb) + rb.first);
+  };
+  std::stable_sort(order.begin(), order.end(), less);
+  std::vector<std::vector<size_t>> found;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i > 0 && !less(order[i - 1], order[i])) {
+      found.back().push_back(order[i]);  // equal context (stable: increasing row index)
+    } else {
+      found.push_back({order[i]});
+    }
+  }
+  std::sort(found.begin(), found.end());  // by first row index: request order, deterministic
+  std::vector<std::vector<const Row*>> groups;
+  for (const auto& f : found) {
+    if (f.size() >= 2 && rows[f[0]].first > 0) {
+      groups.emplace_back();
+      for (size_t i : f) groups.back().push_back(&rows[i]);
+    } else {
+      for (size_t i : f) single.push_back(&rows[i]);
+    }
+  }
+  return groups;
+}
+
+void check_requests(const std::vector<TokenRequest>& reqs, int64_t vocab, int64_t max_seq) {
   for (const auto& r : reqs) {
     MOE_CHECK(r.tokens.size() >= 2 || r.n_targets == 0, "scorer: request with {} tokens",
               r.tokens.size());
-    MOE_CHECK(static_cast<int64_t>(input_len(r)) <= max_seq,
+    MOE_CHECK(input_len(r) <= max_seq,
               "scorer: request input of {} tokens exceeds the model context {}", input_len(r),
               max_seq);
     MOE_CHECK(r.n_targets >= 0 && r.n_targets <= static_cast<int64_t>(r.tokens.size()) - 1,
@@ -83,59 +280,51 @@ std::vector<ScoredRequest> LoglikScorer::score(const std::vector<TokenRequest>& 
       MOE_CHECK(t >= 0 && t < vocab, "scorer: token id {} outside the vocabulary of {}", t, vocab);
     }
   }
+}
+
+}  // namespace
+
+void ScoringStats::add(const ScoringStats& o) {
+  requests += o.requests;
+  rows += o.rows;
+  forward_passes += o.forward_passes;
+  request_tokens += o.request_tokens;
+  input_tokens += o.input_tokens;
+  padded_tokens += o.padded_tokens;
+  cached_contexts += o.cached_contexts;
+  cached_rows += o.cached_rows;
+  seconds += o.seconds;
+}
+
+std::vector<ScoredRequest> LoglikScorer::score(const std::vector<TokenRequest>& reqs,
+                                               int32_t pad_token) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t vocab = model_.vocab();
+  check_requests(reqs, vocab, model_.max_seq());
   std::vector<ScoredRequest> out(reqs.size());
   const std::vector<size_t> host = assign_hosts(reqs);
-  std::vector<std::vector<size_t>> served(reqs.size());
-  std::vector<size_t> rows;
+  std::vector<size_t> row_of(reqs.size());
+  std::vector<Row> rows;
+  for (size_t i = 0; i < reqs.size(); ++i) {  // hosts first, in request order
+    if (reqs[i].n_targets == 0 || host[i] != i) continue;
+    row_of[i] = rows.size();
+    rows.push_back({i, {}, input_len(reqs[i]), input_len(reqs[i])});
+  }
   for (size_t i = 0; i < reqs.size(); ++i) {
     if (reqs[i].n_targets == 0) continue;  // nothing to score: ll 0, greedy
-    if (host[i] == i) rows.push_back(i);
-    served[host[i]].push_back(i);
+    Row& row = rows[row_of[host[i]]];
+    row.served.push_back(i);
+    row.first = std::min(row.first, first_scored(reqs[i]));
+    stats_.request_tokens += input_len(reqs[i]);
   }
-  // Longest rows first; equal lengths keep request order (deterministic).
-  std::stable_sort(rows.begin(), rows.end(),
-                   [&](size_t a, size_t b) { return input_len(reqs[a]) > input_len(reqs[b]); });
-  for (size_t begin = 0; begin < rows.size();) {
-    const int64_t seq = static_cast<int64_t>(input_len(reqs[rows[begin]]));  // longest first
-    const int64_t fit = std::max<int64_t>(1, max_logits_floats_ / (seq * vocab));
-    const int64_t max_rows = std::min(model_.max_rows(), fit);
-    const size_t end = std::min(rows.size(), begin + static_cast<size_t>(max_rows));
-    Batch b;
-    b.batch = static_cast<int64_t>(end - begin);
-    b.seq = seq;
-    b.inputs.assign(b.batch * b.seq, pad_token);
-    b.targets.assign(b.batch * b.seq, -1);
-    for (size_t r = begin; r < end; ++r) {
-      const TokenRequest& req = reqs[rows[r]];
-      const int64_t n = static_cast<int64_t>(input_len(req)), row = r - begin;
-      std::copy(req.tokens.begin(), req.tokens.end() - 1, b.inputs.begin() + row * b.seq);
-      for (int64_t p = n - req.n_targets; p < n; ++p) b.targets[row * b.seq + p] = req.tokens[p + 1];
-      stats_.input_tokens += n;
-    }
-    model_.forward(b);
-    const std::vector<float> logits = model_.logits();
-    MOE_CHECK(static_cast<int64_t>(logits.size()) == b.batch * b.seq * vocab,
-              "scorer: model returned {} logits for {} x {} x {}", logits.size(), b.batch, b.seq,
-              vocab);
-    for (size_t r = begin; r < end; ++r) {
-      const int64_t row = r - begin;
-      for (size_t i : served[rows[r]]) {
-        const TokenRequest& req = reqs[i];
-        const int64_t n = static_cast<int64_t>(input_len(req));
-        ScoredRequest& s = out[i];
-        for (int64_t p = n - req.n_targets; p < n; ++p) {
-          const auto [lp, is_max] =
-              token_logprob(&logits[(row * b.seq + p) * vocab], vocab, req.tokens[p + 1]);
-          s.ll += lp;
-          s.greedy = s.greedy && is_max;
-        }
-      }
-    }
-    stats_.forward_passes += 1;
-    stats_.rows += b.batch;
-    stats_.padded_tokens += b.batch * b.seq;
-    begin = end;
+  Pass ps{reqs, out, model_, stats_, pad_token, vocab, max_logits_floats_};
+  std::vector<const Row*> single;
+  if (kv_cache_ && model_.has_kv_cache()) {
+    run_cached(ps, group_by_context(rows, reqs, single));
+  } else {
+    for (const Row& r : rows) single.push_back(&r);
   }
+  run_plain(ps, single);
   for (size_t i = 0; i < reqs.size(); ++i) out[i].n_targets = reqs[i].n_targets;
   stats_.requests += static_cast<int64_t>(reqs.size());
   stats_.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

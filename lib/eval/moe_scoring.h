@@ -1,4 +1,5 @@
-// MoeScoring: MoeModel as a ScoringModel, in eval mode (forward with need_grad = false).
+// MoeScoring: MoeModel as a ScoringModel, in eval mode (forward with need_grad = false), with
+// MoeModel's KV cache (prefill_cache / forward_cached).
 #pragma once
 #include "eval/scoring_model.h"
 
@@ -12,6 +13,10 @@ class MoeScoring final : public ScoringModel {
   int64_t max_seq() const override;
   int64_t vocab() const override;
   void forward(const Batch& batch) override;
+  bool has_kv_cache() const override { return true; }
+  void prefill(const Batch& contexts) override;
+  void forward_cached(const Batch& batch, const std::vector<int32_t>& ctx_row,
+                      const std::vector<int32_t>& ctx_len) override;
   std::vector<float> logits() override;
   std::vector<LayerRouting> routing() override;
 

@@ -98,6 +98,7 @@ RoutingEvalResult evaluate_routing(const std::vector<std::string>& specs,
     acc.add(routing);
     res.stats.forward_passes += 1;
     res.stats.rows += rows;
+    res.stats.request_tokens += rows * seq;
     res.stats.input_tokens += rows * seq;
     res.stats.padded_tokens += rows * seq;
   };

@@ -42,9 +42,10 @@ std::string task_table(const CheckpointReport& r) {
                                   "Stderr"},
                                  rows, {false, true, false, true, false, false, true, false, true});
   for (const TaskResult& t : r.tasks) {
-    out += fmt::format("  {}: {} of {} documents from {}{}; {:.0f} tokens/s\n", t.name,
-                       t.n_effective, t.n_original, t.source,
-                       t.note.empty() ? "" : " (" + t.note + ")", t.stats.tokens_per_second());
+    out += fmt::format("  {}: {} of {} documents from {}{}; {:.0f} tokens/s ({:.0f} computed)\n",
+                       t.name, t.n_effective, t.n_original, t.source,
+                       t.note.empty() ? "" : " (" + t.note + ")", t.stats.tokens_per_second(),
+                       t.stats.computed_tokens_per_second());
   }
   return out;
 }

@@ -91,7 +91,7 @@ TaskResult evaluate_task(const Task& task, ScoringModel& model, const Encoder& e
   const size_t n_requests = first_piece.size() - 1;
   spdlog::info("{}: {} documents, {} requests, {} scored pieces", task.name, n_docs, n_requests,
                pieces.size());
-  LoglikScorer scorer(model);
+  LoglikScorer scorer(model, int64_t{1} << 28, options.kv_cache);
   const std::vector<ScoredRequest> piece_scores = scorer.score(pieces, options.start_token);
   std::vector<ScoredRequest> scores(n_requests);
   for (size_t i = 0; i < n_requests; ++i) {

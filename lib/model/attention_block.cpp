@@ -40,6 +40,34 @@ void attention_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer& 
   be.matmul_forward(h_mid, out, layer.wo.compute(), /*accumulate=*/true);
 }
 
+// The same block for new tokens over the KV cache: q and k are rotated at their absolute
+// positions (cache.span_len[b] + t), the new k and v stay in this layer's activation buffers,
+// and the attention reads the cached prefix of each row directly from the cache.
+void attention_forward_cached(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
+                              const Tensor& h_in, Tensor& h_mid, const KvCache& cache) {
+  const int64_t N = m.rows(), hd = c.resolved_head_dim();
+  const float theta = static_cast<float>(c.rope_theta);
+  LayerActs& a = layer.act;
+  Tensor norm = head_rows(a.attn_norm, N), rstd = head_rows(a.attn_rstd, N);
+  Tensor q = head_rows(a.q, N), k = head_rows(a.k, N), v = head_rows(a.v, N);
+  Tensor out = head_rows(a.attn_out, N);
+  const Tensor start = head_rows(cache.span_start, m.batch);
+  const Tensor len = head_rows(cache.span_len, m.batch);
+  const int64_t cached_rows = cache.batch * cache.seq;
+  const Tensor k_cache = head_rows(cache.k[layer.index], cached_rows);
+  const Tensor v_cache = head_rows(cache.v[layer.index], cached_rows);
+
+  be.rms_norm_forward(norm, rstd, h_in, layer.attn_gain.compute(), static_cast<float>(c.norm_eps));
+  be.matmul_forward(q, norm, layer.wq.compute(), false);
+  be.matmul_forward(k, norm, layer.wk.compute(), false);
+  be.matmul_forward(v, norm, layer.wv.compute(), false);
+  be.rope_forward_offset(q, q, len, m.batch, m.seq, c.n_heads, hd, theta);
+  be.rope_forward_offset(k, k, len, m.batch, m.seq, c.n_kv_heads, hd, theta);
+  be.attention_forward_cached(out, q, k, v, k_cache, v_cache, start, len, dims_of(m, c));
+  be.copy(h_mid, h_in);
+  be.matmul_forward(h_mid, out, layer.wo.compute(), /*accumulate=*/true);
+}
+
 // On entry m.g.dh holds dL/dh_mid; on exit dL/dh_in (the residual path plus the norm path).
 void attention_backward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
                         const Tensor& h_in) {

@@ -15,24 +15,43 @@
 namespace moe {
 namespace {
 
-// Creates parameters (value, zeroed grad, optional bf16 copy) and records them in order.
+// Creates the parameters (value, zeroed grad, optional bf16 copy) and records them in order.
+// Trainable parameters are carved out of two flat groups (ParamGroup: decayed, then not decayed),
+// so the construction code runs twice: a measuring pass (groups == nullptr) that only adds up the
+// sizes, then a placing pass over groups allocated to those sizes. The non-trainable balancing
+// bias is allocated on its own.
 class ParamBuilder {
  public:
-  ParamBuilder(Backend& be, DType master, bool with_lowp, std::vector<Param>& params)
-      : be_(be), master_(master), with_lowp_(with_lowp), params_(params) {}
+  static constexpr int kDecay = 0, kNoDecay = 1;
 
-  Weight add(const std::string& name, const Shape& shape, bool decay = true,
-             bool trainable = true) {
-    Weight w = allocate(shape, trainable && with_lowp_);
+  // Measuring pass: no memory, no Params.
+  ParamBuilder() = default;
+  // Placing pass into `groups`, sized by a measuring pass; appends to `params`.
+  ParamBuilder(Backend& be, DType master, bool with_lowp, std::vector<ParamGroup>& groups,
+               std::vector<Param>& params)
+      : be_(&be), master_(master), with_lowp_(with_lowp), groups_(&groups), params_(&params) {}
+
+  int64_t group_numel(int group) const { return used_[group]; }
+  bool placing() const { return groups_ != nullptr; }
+
+  Weight add(const std::string& name, const Shape& shape, bool decay = true) {
+    return add_param(name, shape, decay, with_lowp_);
+  }
+  // A parameter the model computes with in the master dtype (the router): no bf16 copy.
+  Weight add_master_only(const std::string& name, const Shape& shape) {
+    return add_param(name, shape, /*decay=*/true, /*lowp=*/false);
+  }
+  // A parameter the optimizer never updates (the balancing bias): allocated outside the groups.
+  Tensor add_untrained(const std::string& name, const Shape& shape) {
+    if (!placing()) return Tensor();
     Param p;
     p.name = name;
-    p.value = w.value;
-    p.grad = w.grad;
-    p.lowp = w.lowp;
-    p.decay = decay;
-    p.trainable = trainable;
-    params_.push_back(p);
-    return w;
+    p.value = be_->zeros(shape, master_);
+    p.grad = be_->zeros(shape, master_);
+    p.decay = false;
+    p.trainable = false;
+    params_->push_back(p);
+    return p.value;
   }
 
   // n_experts matrices of `shape` stored contiguously as [E, shape...]; one Param per expert,
@@ -41,7 +60,9 @@ class ParamBuilder {
                      const Shape& shape) {
     Shape big = {n_experts};
     big.insert(big.end(), shape.begin(), shape.end());
-    Weight w = allocate(big, with_lowp_);
+    const int64_t offset = used_[kDecay];
+    Weight w = carve(kDecay, big, with_lowp_);
+    if (!placing()) return w;
     const int64_t each = shape[0] * shape[1];
     for (int64_t e = 0; e < n_experts; ++e) {
       Param p;
@@ -49,23 +70,55 @@ class ParamBuilder {
       p.value = w.value.slice_flat(e * each, shape);
       p.grad = w.grad.slice_flat(e * each, shape);
       if (w.lowp.defined()) p.lowp = w.lowp.slice_flat(e * each, shape);
-      params_.push_back(p);
+      p.group = kDecay;
+      p.group_offset = offset + e * each;
+      params_->push_back(p);
     }
     return w;
   }
 
  private:
-  Weight allocate(const Shape& shape, bool lowp) {
-    Weight w;
-    w.value = be_.zeros(shape, master_);
-    w.grad = be_.zeros(shape, master_);
-    if (lowp) w.lowp = be_.zeros(shape, DType::kBF16);
+  Weight add_param(const std::string& name, const Shape& shape, bool decay, bool lowp) {
+    const int group = decay ? kDecay : kNoDecay;
+    const int64_t offset = used_[group];
+    Weight w = carve(group, shape, lowp);
+    if (!placing()) return w;
+    Param p;
+    p.name = name;
+    p.value = w.value;
+    p.grad = w.grad;
+    p.lowp = w.lowp;
+    p.decay = decay;
+    p.group = group;
+    p.group_offset = offset;
+    params_->push_back(p);
     return w;
   }
-  Backend& be_;
-  DType master_;
-  bool with_lowp_;
-  std::vector<Param>& params_;
+
+  // The next shape_numel(shape) elements of `group` (views when placing).
+  Weight carve(int group, const Shape& shape, bool lowp) {
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    const int64_t offset = used_[group];
+    used_[group] += n;
+    Weight w;
+    if (!placing()) return w;
+    const ParamGroup& g = (*groups_)[static_cast<size_t>(group)];
+    MOE_CHECK(used_[group] <= g.value.numel(), "model: parameter group {} overflows ({} > {} "
+              "elements): the measuring and placing passes disagree", group, used_[group],
+              g.value.numel());
+    w.value = g.value.slice_flat(offset, shape);
+    w.grad = g.grad.slice_flat(offset, shape);
+    if (lowp && g.lowp.defined()) w.lowp = g.lowp.slice_flat(offset, shape);
+    return w;
+  }
+
+  Backend* be_ = nullptr;
+  DType master_ = DType::kF32;
+  bool with_lowp_ = false;
+  std::vector<ParamGroup>* groups_ = nullptr;
+  std::vector<Param>* params_ = nullptr;
+  int64_t used_[2] = {0, 0};
 };
 
 void check_model_config(const ModelConfig& c, const LossConfig& lc, int64_t max_batch,
@@ -160,50 +213,65 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   const int64_t E = c.n_experts, f = c.expert_ffn_dim;
   const int64_t sw = c.n_shared_experts * c.resolved_shared_ffn_dim();
   const bool bias = loss_cfg_.balance == "bias";
-  ParamBuilder pb(backend_, m.stat, m.act == DType::kBF16, params_);
-
-  m.embed = pb.add("model.embed_tokens.weight", {m.vocab, d});
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    Layer layer;
-    layer.index = l;
-    layer.is_moe = l >= c.dense_layers;
-    layer.attn_gain = pb.add(p + "input_layernorm.weight", {d}, /*decay=*/false);
-    layer.wq = pb.add(p + "self_attn.q_proj.weight", {qw, d});
-    layer.wk = pb.add(p + "self_attn.k_proj.weight", {kvw, d});
-    layer.wv = pb.add(p + "self_attn.v_proj.weight", {kvw, d});
-    layer.wo = pb.add(p + "self_attn.o_proj.weight", {d, qw});
-    layer.ffn_gain = pb.add(p + "post_attention_layernorm.weight", {d}, /*decay=*/false);
-    if (!layer.is_moe) {
-      layer.gate_w = pb.add(p + "mlp.gate_proj.weight", {c.ffn_dim, d});
-      layer.up_w = pb.add(p + "mlp.up_proj.weight", {c.ffn_dim, d});
-      layer.down_w = pb.add(p + "mlp.down_proj.weight", {d, c.ffn_dim});
-    } else {
-      layer.moe_index = m.n_moe_layers++;
-      // The router stays in the master dtype (f32): its logits are computed in f32.
-      {
-        ParamBuilder router_pb(backend_, m.stat, /*with_lowp=*/false, params_);
-        layer.router = router_pb.add(p + "mlp.gate.weight", {E, d});
+  // The parameters, in Hugging Face order. Run twice (see ParamBuilder): measuring, then placing.
+  auto create_params = [&](ModelState& ms, ParamBuilder& pb) {
+    ms.embed = pb.add("model.embed_tokens.weight", {ms.vocab, d});
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      Layer layer;
+      layer.index = l;
+      layer.is_moe = l >= c.dense_layers;
+      layer.attn_gain = pb.add(p + "input_layernorm.weight", {d}, /*decay=*/false);
+      layer.wq = pb.add(p + "self_attn.q_proj.weight", {qw, d});
+      layer.wk = pb.add(p + "self_attn.k_proj.weight", {kvw, d});
+      layer.wv = pb.add(p + "self_attn.v_proj.weight", {kvw, d});
+      layer.wo = pb.add(p + "self_attn.o_proj.weight", {d, qw});
+      layer.ffn_gain = pb.add(p + "post_attention_layernorm.weight", {d}, /*decay=*/false);
+      if (!layer.is_moe) {
+        layer.gate_w = pb.add(p + "mlp.gate_proj.weight", {c.ffn_dim, d});
+        layer.up_w = pb.add(p + "mlp.up_proj.weight", {c.ffn_dim, d});
+        layer.down_w = pb.add(p + "mlp.down_proj.weight", {d, c.ffn_dim});
+      } else {
+        layer.moe_index = ms.n_moe_layers++;
+        // The router stays in the master dtype (f32): its logits are computed in f32.
+        layer.router = pb.add_master_only(p + "mlp.gate.weight", {E, d});
         if (bias) {
-          layer.balance_bias = router_pb.add(p + "mlp.gate.e_score_correction_bias", {E},
-                                             /*decay=*/false, /*trainable=*/false).value;
-          layer.expert_load = backend_.zeros({E}, m.stat);
+          layer.balance_bias = pb.add_untrained(p + "mlp.gate.e_score_correction_bias", {E});
+          if (pb.placing()) layer.expert_load = backend_.zeros({E}, ms.stat);
+        }
+        const std::string ep = p + "mlp.experts.";
+        layer.gate_w = pb.add_experts(ep, ".gate_proj.weight", E, {f, d});
+        layer.up_w = pb.add_experts(ep, ".up_proj.weight", E, {f, d});
+        layer.down_w = pb.add_experts(ep, ".down_proj.weight", E, {d, f});
+        if (sw > 0) {
+          layer.shared_gate_w = pb.add(p + "mlp.shared_experts.gate_proj.weight", {sw, d});
+          layer.shared_up_w = pb.add(p + "mlp.shared_experts.up_proj.weight", {sw, d});
+          layer.shared_down_w = pb.add(p + "mlp.shared_experts.down_proj.weight", {d, sw});
         }
       }
-      const std::string ep = p + "mlp.experts.";
-      layer.gate_w = pb.add_experts(ep, ".gate_proj.weight", E, {f, d});
-      layer.up_w = pb.add_experts(ep, ".up_proj.weight", E, {f, d});
-      layer.down_w = pb.add_experts(ep, ".down_proj.weight", E, {d, f});
-      if (sw > 0) {
-        layer.shared_gate_w = pb.add(p + "mlp.shared_experts.gate_proj.weight", {sw, d});
-        layer.shared_up_w = pb.add(p + "mlp.shared_experts.up_proj.weight", {sw, d});
-        layer.shared_down_w = pb.add(p + "mlp.shared_experts.down_proj.weight", {d, sw});
-      }
+      ms.layers.push_back(std::move(layer));
     }
-    m.layers.push_back(std::move(layer));
+    ms.final_gain = pb.add("model.norm.weight", {d}, /*decay=*/false);
+    ms.lm_head = c.tie_embeddings ? ms.embed : pb.add("lm_head.weight", {ms.vocab, d});
+  };
+  {
+    ModelState sizes_only;
+    sizes_only.vocab = m.vocab;
+    ParamBuilder measure;
+    create_params(sizes_only, measure);
+    const bool with_lowp = m.act == DType::kBF16;
+    for (int group : {ParamBuilder::kDecay, ParamBuilder::kNoDecay}) {
+      ParamGroup g;
+      const int64_t n = measure.group_numel(group);
+      g.value = backend_.zeros({n}, m.stat);
+      g.grad = backend_.zeros({n}, m.stat);
+      if (with_lowp) g.lowp = backend_.zeros({n}, DType::kBF16);
+      g.decay = group == ParamBuilder::kDecay;
+      groups_.push_back(g);
+    }
+    ParamBuilder pb(backend_, m.stat, with_lowp, groups_, params_);
+    create_params(m, pb);
   }
-  m.final_gain = pb.add("model.norm.weight", {d}, /*decay=*/false);
-  m.lm_head = c.tie_embeddings ? m.embed : pb.add("lm_head.weight", {m.vocab, d});
 
   plan_buffers(m, cfg_, backend_);
 }
@@ -227,12 +295,15 @@ double MoeModel::flops_per_token() const {
 int64_t MoeModel::activation_bytes() const { return impl_->activation_bytes; }
 
 void MoeModel::zero_grad() {
-  for (Param& p : params_) backend_.fill(p.grad, 0.0);
+  for (ParamGroup& g : groups_) backend_.fill(g.grad, 0.0);
+  for (Param& p : params_) {
+    if (p.group < 0) backend_.fill(p.grad, 0.0);
+  }
 }
 
 void MoeModel::sync_lowp() {
-  for (Param& p : params_) {
-    if (p.lowp.defined()) backend_.convert(p.lowp, p.value);
+  for (ParamGroup& g : groups_) {
+    if (g.lowp.defined()) backend_.convert(g.lowp, g.value);
   }
 }
 

@@ -19,6 +19,20 @@ struct Param {
   Tensor lowp;         // bf16 compute copy (CUDA bf16 runs only; undefined otherwise)
   bool decay = true;   // false for norm gains (and the balancing bias, which is not trained)
   bool trainable = true;  // false for mlp.gate.e_score_correction_bias
+  // Trainable parameters are views into the model's flat parameter groups (param_groups()):
+  // `group` indexes them and `group_offset` is the first element of this parameter there; -1 for
+  // a parameter outside any group (the balancing bias).
+  int64_t group = -1;
+  int64_t group_offset = 0;
+};
+
+// One flat block of trainable parameters that share a weight-decay setting: values, grads and
+// (bf16 runs) the bf16 copies, each one contiguous tensor that the group's Params are views of.
+// Whole-group calls (zeroing the grads, the global norm, AdamW, the bf16 sync) replace one call
+// per parameter tensor: on the CPU each call is an OpenMP parallel region, on CUDA a launch.
+struct ParamGroup {
+  Tensor value, grad, lowp;  // [numel]; lowp undefined unless the run is bf16
+  bool decay = true;
 };
 
 // One micro-batch on the host: batch x seq token ids, targets shifted by one (-1 = ignored).
@@ -64,6 +78,8 @@ class MoeModel {
   void init_parameters(uint64_t seed);
 
   std::vector<Param>& params() { return params_; }
+  // The flat groups the trainable parameters live in: decayed, then not decayed (norm gains).
+  const std::vector<ParamGroup>& param_groups() const { return groups_; }
   Param& param(const std::string& name);  // throws naming the missing tensor
   int64_t n_params_total() const;          // counted once when embeddings are tied
   int64_t n_params_active() const;         // per token: k of E routed experts
@@ -78,6 +94,26 @@ class MoeModel {
   // Accumulates d(total loss * loss_scale)/d(param) into every Param::grad.
   void backward(float loss_scale = 1.0f);
   void zero_grad();
+
+  // ---- eval: the incremental forward over a KV cache (no gradients; model/kv_cache.cpp) -------
+  // Scoring several continuations of one context computes the context once: prefill_cache runs
+  // contexts through every layer and keeps each layer's rotated keys and values (the KV cache);
+  // forward_cached then runs only new tokens against them. The cache (keys and values of every
+  // layer for max_batch x seq tokens, activation dtype) is allocated on first use, never by
+  // training; activation_bytes() does not count it.
+  //
+  // Runs contexts.batch rows of contexts.seq tokens (targets ignored) and replaces the cache's
+  // contents. No head: logits_host(), token_nll(), routing() and loss_values() are unavailable
+  // until the next forward or forward_cached.
+  void prefill_cache(const Batch& contexts);
+  // Runs `batch` (rows of new tokens, right-padded; targets as in forward) where row b continues
+  // row ctx_row[b] of the last prefill_cache after its first ctx_len[b] tokens: new token t sits
+  // at position ctx_len[b] + t and attends to those cached positions and causally to the row's
+  // new tokens, so its logits are those forward() gives at that position of the concatenated
+  // sequence (up to fp32 rounding). logits_host(), token_nll(), routing() and loss_values()
+  // then describe the new tokens only. No backward.
+  void forward_cached(const Batch& batch, const std::vector<int32_t>& ctx_row,
+                      const std::vector<int32_t>& ctx_len);
 
   LossValues loss_values();                 // downloads the last forward's loss terms
   std::vector<float> token_nll();           // [batch * seq] per-position NLL (0 where ignored)
@@ -102,6 +138,7 @@ class MoeModel {
   LossConfig loss_cfg_;
   Backend& backend_;
   std::vector<Param> params_;
+  std::vector<ParamGroup> groups_;
   Impl* impl_ = nullptr;
 };
 

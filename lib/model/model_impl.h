@@ -1,6 +1,7 @@
 // Private state of MoeModel, shared by the files that implement it (model.cpp: construction and
 // host accessors; init.cpp: initialisation; attention_block.cpp, ffn_block.cpp, moe_block.cpp:
-// one block's forward and backward; forward.cpp / backward.cpp: the passes over all layers).
+// one block's forward and backward; forward.cpp / backward.cpp: the passes over all layers;
+// kv_cache.cpp: the incremental eval forward over a KV cache).
 //
 // Every buffer is allocated once, for the largest micro-batch (cap_tokens = max_batch * seq
 // tokens), and a forward pass over N <= cap_tokens tokens works on the first N rows of each
@@ -55,6 +56,15 @@ struct GradScratch {
   Tensor dmasses;                                 // [M * cap]
 };
 
+// The KV cache of the incremental eval forward (kv_cache.cpp): every layer's rotated keys and
+// values of the last prefill_cache, row r * seq + t = position t of context row r; and the
+// per-row spans (cache_start, cache_len) of the current forward_cached pass, device-resident.
+struct KvCache {
+  std::vector<Tensor> k, v;    // per layer [cap, KV*hd] act; empty until the first prefill
+  Tensor span_start, span_len; // [cap] i32
+  int64_t batch = 0, seq = 0;  // shape of the last prefill (0: none)
+};
+
 struct ModelState {
   DType act = DType::kF32, stat = DType::kF32;
   bool recompute = false;  // layers share activation buffers; backward re-runs each layer
@@ -75,6 +85,7 @@ struct ModelState {
   GradScratch g;
   int64_t activation_bytes = 0;  // everything plan_buffers allocated
   Tensor recompute_out;  // [cap, d]: where a re-run layer writes its (unused) output
+  KvCache kv;            // eval only (kv_cache.cpp)
 
   // The last forward pass.
   int64_t batch = 0, seq = 0, n_tokens = 0, n_valid = 0;
@@ -95,9 +106,21 @@ inline Tensor flat_row(const Tensor& flat, int64_t i, int64_t n) {
 // Allocates every activation and backward buffer (buffers.cpp); layers and n_moe_layers must be
 // set up first.
 void plan_buffers(ModelState& m, const ModelConfig& c, Backend& be);
-// One layer's forward: attention, FFN norm, dense FFN or MoE (forward.cpp).
+// One layer's forward: attention, FFN norm, dense FFN or MoE (forward.cpp). With `cache`, the
+// attention is the incremental one over m.kv (attention_forward_cached below).
 void layer_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
-                   Layer& layer, const Tensor& h_in, Tensor& h_out, bool need_grad);
+                   Layer& layer, const Tensor& h_in, Tensor& h_out, bool need_grad,
+                   const KvCache* cache = nullptr);
+// Shared by forward() and the KV-cache passes (forward.cpp): checks a host batch (targets only
+// when check_targets) and uploads its ids (and targets) into m.ids / m.targets; sets m.batch,
+// m.seq, m.n_tokens, m.n_valid.
+void load_batch(ModelState& m, const ModelConfig& c, Backend& be, const Batch& batch,
+                bool with_targets, const char* op);
+// Embedding into hidden[0], then every layer (cache: see layer_forward).
+void layers_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
+                    bool need_grad, const KvCache* cache);
+// R_cp over the top-k masses, final norm, output head and per-token cross-entropy.
+void head_forward(ModelState& m, const ModelConfig& c, Backend& be);
 
 // out += SwiGLU(x) (dense FFN, shared experts) and its backward (ffn_block.cpp).
 void swiglu_mlp_forward(Backend& be, Tensor& out, const Tensor& x, const Weight& gate_w,
@@ -115,6 +138,10 @@ void attention_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer& 
                        const Tensor& h_in, Tensor& h_mid);
 void attention_backward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
                         const Tensor& h_in);
+// The attention half over the KV cache: new tokens at positions cache.span_len[b] + t attend to
+// their cached prefix (layer.index's keys and values in `cache`) and causally to each other.
+void attention_forward_cached(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
+                              const Tensor& h_in, Tensor& h_mid, const KvCache& cache);
 void dense_ffn_forward(ModelState& m, Backend& be, Layer& layer, Tensor& h_out);
 void dense_ffn_backward(ModelState& m, Backend& be, Layer& layer);
 void moe_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,

@@ -8,21 +8,40 @@
 
 namespace moe {
 
-AdamW::AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg)
+AdamW::AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg,
+             const std::vector<ParamGroup>& groups)
     : backend_(backend), cfg_(cfg) {
+  for (const ParamGroup& g : groups) {
+    groups_.push_back({g, backend_.zeros(g.value.shape(), DType::kF32),
+                       backend_.zeros(g.value.shape(), DType::kF32)});
+  }
   for (auto& p : params) {
     if (!p.trainable) continue;
     MOE_CHECK(p.value.dtype() == DType::kF32, "AdamW: parameter '{}' is {}, expected f32 master "
               "weights", p.name, dtype_name(p.value.dtype()));
-    states_.push_back({&p, backend_.zeros(p.value.shape(), DType::kF32),
-                       backend_.zeros(p.value.shape(), DType::kF32)});
+    if (p.group >= 0 && p.group < static_cast<int64_t>(groups_.size())) {
+      GroupState& g = groups_[static_cast<size_t>(p.group)];
+      MOE_CHECK(p.decay == g.group.decay, "AdamW: parameter '{}' has decay {} in a group with "
+                "decay {}", p.name, p.decay, g.group.decay);
+      states_.push_back({&p, g.m.slice_flat(p.group_offset, p.value.shape()),
+                         g.v.slice_flat(p.group_offset, p.value.shape())});
+    } else {
+      states_.push_back({&p, backend_.zeros(p.value.shape(), DType::kF32),
+                         backend_.zeros(p.value.shape(), DType::kF32)});
+    }
+  }
+  for (auto& s : states_) {
+    if (s.param->group < 0 || s.param->group >= static_cast<int64_t>(groups_.size())) {
+      ungrouped_.push_back(&s);
+    }
   }
   norm_sq_ = backend_.zeros({1}, DType::kF32);
 }
 
 double AdamW::grad_norm() {
   backend_.fill(norm_sq_, 0.0);
-  for (auto& s : states_) backend_.global_norm_sq(norm_sq_, s.param->grad);
+  for (auto& g : groups_) backend_.global_norm_sq(norm_sq_, g.group.grad);
+  for (State* s : ungrouped_) backend_.global_norm_sq(norm_sq_, s->param->grad);
   float sq = 0;
   backend_.download(&sq, norm_sq_, sizeof(float));
   return std::sqrt(static_cast<double>(sq));
@@ -41,9 +60,13 @@ void AdamW::step(int64_t step, double lr, float grad_scale) {
   hp.eps = static_cast<float>(cfg_.eps);
   hp.step = step;
   hp.grad_scale = grad_scale;
-  for (auto& s : states_) {
-    hp.weight_decay = s.param->decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
-    backend_.adamw_step(s.param->value, s.m, s.v, s.param->lowp, s.param->grad, hp);
+  for (auto& g : groups_) {
+    hp.weight_decay = g.group.decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    backend_.adamw_step(g.group.value, g.m, g.v, g.group.lowp, g.group.grad, hp);
+  }
+  for (State* s : ungrouped_) {
+    hp.weight_decay = s->param->decay ? static_cast<float>(cfg_.weight_decay) : 0.0f;
+    backend_.adamw_step(s->param->value, s->m, s->v, s->param->lowp, s->param->grad, hp);
   }
 }
 

@@ -18,7 +18,12 @@ class SafeTensorsWriter;
 class AdamW {
  public:
   // Allocates zeroed m and v for every trainable parameter. `params` must outlive the optimizer.
-  AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg);
+  // With `groups` (MoeModel::param_groups()), the parameters that live in a group are updated,
+  // and their gradient norm taken, one group at a time (m and v flat per group as well); any
+  // other trainable parameter one tensor at a time. The numbers are the same either way except
+  // for the summation order of the gradient norm.
+  AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg,
+        const std::vector<ParamGroup>& groups = {});
 
   // sqrt(sum over trainable grads of grad^2), in a fixed order.
   double grad_norm();
@@ -35,11 +40,17 @@ class AdamW {
  private:
   struct State {
     Param* param;
+    Tensor m, v;  // views into the group's moments when the parameter is in a group
+  };
+  struct GroupState {
+    ParamGroup group;
     Tensor m, v;
   };
   Backend& backend_;
   TrainConfig cfg_;
-  std::vector<State> states_;
+  std::vector<State> states_;          // every trainable parameter (save/load by name)
+  std::vector<GroupState> groups_;     // whole-group updates
+  std::vector<State*> ungrouped_;      // trainable parameters in no group
   Tensor norm_sq_;  // [1] f32 scratch for global_norm_sq
 };
 

@@ -88,7 +88,8 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
   const DType compute = cfg_.train.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   model_ = std::make_unique<MoeModel>(cfg_.model, cfg_.loss, backend_, cfg_.train.batch_size,
                                       cfg_.train.seq_len, compute, cfg_.train.recompute);
-  optimizer_ = std::make_unique<AdamW>(backend_, model_->params(), cfg_.train);
+  optimizer_ = std::make_unique<AdamW>(backend_, model_->params(), cfg_.train,
+                                       model_->param_groups());
   flops_per_token_ = flops_per_token(cfg_.model, cfg_.model.vocab_size, cfg_.train.seq_len);
   if (opts_.resume_checkpoint.empty()) {
     model_->init_parameters(static_cast<uint64_t>(cfg_.train.seed));

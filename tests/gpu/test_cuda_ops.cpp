@@ -194,6 +194,60 @@ void attention_case(OpHarness& h) {
   attention_shape(h, {1, 1030, 2, 1, 64});  // T >= 1024: the fused path, no T x T scores
 }
 
+// ---- KV cache (eval): RoPE at offsets, attention over a cached prefix ------------------------
+void kv_cache_case(OpHarness& h) {
+  const int64_t heads = 4, kv_heads = 2;
+  const std::vector<int32_t> offsets = {0, 5, 131};
+  Pair off = h.i32_input({3}, offsets);
+  for (int64_t hd : {32, 128}) {
+    for (int64_t t : {1, 20}) {
+      const std::string tag = "kv_cache hd" + std::to_string(hd) + " T" + std::to_string(t);
+      Pair x = h.act_input({3 * t, heads * hd});
+      Pair y = h.output({3 * t, heads * hd}, h.act());
+      h.cpu().rope_forward_offset(y.cpu, x.cpu, off.cpu, 3, t, heads, hd, 10000.0f);
+      h.gpu().rope_forward_offset(y.gpu, x.gpu, off.gpu, 3, t, heads, hd, 10000.0f);
+      h.expect_close(y, tag + " rope_forward_offset y");
+      h.cpu().rope_forward_offset(x.cpu, x.cpu, off.cpu, 3, t, heads, hd, 10000.0f);  // in place
+      h.gpu().rope_forward_offset(x.gpu, x.gpu, off.gpu, 3, t, heads, hd, 10000.0f);
+      h.expect_close(x, tag + " rope_forward_offset (in place)");
+
+      // Rows 0 and 1 continue the same 70-token prefix (crossing key tiles), row 2 has none,
+      // row 3 continues a 33-token prefix further down the cache.
+      const AttnDims d{4, t, heads, kv_heads, hd};
+      const int64_t rows = 4 * t, cache_rows = 120;
+      Pair q = h.act_input({rows, heads * hd});
+      Pair k = h.act_input({rows, kv_heads * hd}), v = h.act_input({rows, kv_heads * hd});
+      Pair kc = h.act_input({cache_rows, kv_heads * hd});
+      Pair vc = h.act_input({cache_rows, kv_heads * hd});
+      Pair start = h.i32_input({4}, {10, 10, 0, 87}), len = h.i32_input({4}, {70, 70, 0, 33});
+      Pair out = h.output({rows, heads * hd}, h.act());
+      h.cpu().attention_forward_cached(out.cpu, q.cpu, k.cpu, v.cpu, kc.cpu, vc.cpu, start.cpu,
+                                       len.cpu, d);
+      h.gpu().attention_forward_cached(out.gpu, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu,
+                                       len.gpu, d);
+      h.expect_close(out, tag + " attention_forward_cached out");
+    }
+  }
+  // 16400 one-token rows x 4 heads: more (row, head) pairs than one launch's 65535 grid rows.
+  const int64_t many = 16400, hd = 8;
+  std::vector<int32_t> starts(many), lens(many);
+  for (int64_t b = 0; b < many; ++b) {
+    starts[b] = static_cast<int32_t>(b % 7);
+    lens[b] = static_cast<int32_t>(b % 5);
+  }
+  const AttnDims d{many, 1, heads, kv_heads, hd};
+  Pair q = h.act_input({many, heads * hd});
+  Pair k = h.act_input({many, kv_heads * hd}), v = h.act_input({many, kv_heads * hd});
+  Pair kc = h.act_input({12, kv_heads * hd}), vc = h.act_input({12, kv_heads * hd});
+  Pair start = h.i32_input({many}, starts), len = h.i32_input({many}, lens);
+  Pair out = h.output({many, heads * hd}, h.act());
+  h.cpu().attention_forward_cached(out.cpu, q.cpu, k.cpu, v.cpu, kc.cpu, vc.cpu, start.cpu,
+                                   len.cpu, d);
+  h.gpu().attention_forward_cached(out.gpu, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu,
+                                   len.gpu, d);
+  h.expect_close(out, "kv_cache 16400 rows attention_forward_cached out");
+}
+
 // ---- SwiGLU ----------------------------------------------------------------------------------
 void swiglu_case(OpHarness& h) {
   const Shape s{29, 53};
@@ -471,6 +525,7 @@ const std::vector<OpCase>& op_cases() {
       {"matmul", {K::matmul_forward, K::matmul_backward}, true, matmul_case},
       {"rope", {K::rope_forward, K::rope_backward}, true, rope_case},
       {"attention", {K::attention_forward, K::attention_backward}, true, attention_case},
+      {"kv_cache", {K::rope_forward_offset, K::attention_forward_cached}, true, kv_cache_case},
       {"swiglu", {K::swiglu_forward, K::swiglu_backward}, true, swiglu_case},
       {"router",
        {K::router_forward, K::router_backward, K::expert_load_accumulate, K::balance_bias_update},
@@ -601,6 +656,27 @@ TEST(CudaDeterminism, ReductionsRepeatBitwise) {
     std::vector<float> all = repeat_values(h, {&dq, &dk, &dv, &dx, &dw, &dtable, &ndw});
     if (run == 0) first = all;
     else EXPECT_EQ(first, all) << "a reduction is not bitwise reproducible";
+  }
+}
+
+// A cache span past the end of the cache is bad input detected on the device, reported at the
+// next synchronisation (no out-of-bounds read).
+TEST(CudaKvCache, SpanOutsideTheCacheIsADeviceError) {
+  if (!has_cuda()) GTEST_SKIP() << "no CUDA device on this machine: skipped, not passed";
+  auto cpu = make_backend("cpu");
+  auto gpu = make_backend("cuda");
+  OpHarness h(*cpu, *gpu, DType::kF32, 7u);
+  const AttnDims d{1, 3, 2, 1, 16};
+  Pair q = h.act_input({3, 32}), k = h.act_input({3, 16}), v = h.act_input({3, 16});
+  Pair kc = h.act_input({10, 16}), vc = h.act_input({10, 16});
+  Pair start = h.i32_input({1}, {4}), len = h.i32_input({1}, {7});  // 4 + 7 > 10
+  Tensor out = gpu->empty({3, 32}, DType::kF32);
+  gpu->attention_forward_cached(out, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu, len.gpu, d);
+  try {
+    gpu->synchronize();
+    ADD_FAILURE() << "expected a device input error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("KV-cache span"), std::string::npos) << e.what();
   }
 }
 

@@ -10,6 +10,11 @@
 // is parallel over (batch, kv head) and loops over the group's query heads in order: no two
 // threads write the same memory and the sums have a fixed order.
 //
+// attention_forward_cached (eval, the incremental forward over a KV cache): the same blocked
+// forward for new tokens that continue a cached prefix of P keys; a block's score slab is
+// [rows, P + i1], the prefix columns from one GEMM against the cache rows, the new columns from a
+// second GEMM against the new keys, then the same softmax, then O = P_prefix Vc + P_new V.
+//
 // The forward pass is parallel over (batch, head) pairs, with single-threaded BLAS inside: every
 // pair's numbers come from the same GEMMs whatever the thread count. The score and probability
 // slabs live in thread_local scratch vectors reused across calls (they allocate only when T
@@ -71,6 +76,20 @@ void block_scores(Scalar* s, const Scalar* q, const Scalar* k, const Layout& L, 
        L.kv_stride, 0.0, s, i1);
 }
 
+// Row softmax over the first n entries of a score row of `width`, zero after; returns the lse.
+template <typename Scalar> Scalar softmax_row(Scalar* row, int64_t n, int64_t width) {
+  Scalar mx = row[0];
+  for (int64_t j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+  for (int64_t j = 0; j < n; ++j) row[j] -= mx;
+  cpu::exp_array(row, row, n);
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; ++j) sum += row[j];
+  const Scalar inv = Scalar(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+  std::fill(row + n, row + width, Scalar(0));
+  return Scalar(double(mx) + std::log(sum));
+}
+
 template <typename Scalar>
 void attention_forward_head(Scalar* out, Scalar* lse, const Scalar* q, const Scalar* k,
                             const Scalar* v, const Layout& L, double scale) {
@@ -79,21 +98,36 @@ void attention_forward_head(Scalar* out, Scalar* lse, const Scalar* q, const Sca
     const int64_t i1 = std::min(L.T, i0 + kQueryBlock), width = i1;
     block_scores(s, q, k, L, i0, i1, scale);
     for (int64_t i = i0; i < i1; ++i) {  // row i sees keys j <= i
-      Scalar* row = s + (i - i0) * width;
-      Scalar mx = row[0];
-      for (int64_t j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
-      for (int64_t j = 0; j <= i; ++j) row[j] -= mx;
-      cpu::exp_array(row, row, i + 1);
-      double sum = 0.0;
-      for (int64_t j = 0; j <= i; ++j) sum += row[j];
-      const Scalar inv = Scalar(1.0 / sum);
-      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-      std::fill(row + i + 1, row + width, Scalar(0));
-      lse[i] = Scalar(double(mx) + std::log(sum));
+      lse[i] = softmax_row(s + (i - i0) * width, i + 1, width);
     }
     // out[i0:i1] = P V[0:i1]
     gemm(CblasNoTrans, CblasNoTrans, i1 - i0, L.hd, i1, 1.0, s, width, v, L.kv_stride, 0.0,
          out + i0 * L.q_stride, L.q_stride);
+  }
+}
+
+// One (batch, head) of attention_forward_cached: new queries t at positions P + t over the P
+// prefix keys kc / vc (row stride kv_stride) and the new keys k / v (causal).
+template <typename Scalar>
+void attention_cached_head(Scalar* out, const Scalar* q, const Scalar* k, const Scalar* v,
+                           const Scalar* kc, const Scalar* vc, int64_t P, const Layout& L,
+                           double scale) {
+  const int64_t qs = L.q_stride, ks = L.kv_stride;
+  Scalar* s = scratch<Scalar>(0, size_t(std::min(L.T, kQueryBlock) * (P + L.T))).data();
+  for (int64_t i0 = 0; i0 < L.T; i0 += kQueryBlock) {
+    const int64_t i1 = std::min(L.T, i0 + kQueryBlock), rows = i1 - i0, width = P + i1;
+    if (P > 0) {
+      gemm(CblasNoTrans, CblasTrans, rows, P, L.hd, scale, q + i0 * qs, qs, kc, ks, 0.0, s, width);
+    }
+    gemm(CblasNoTrans, CblasTrans, rows, i1, L.hd, scale, q + i0 * qs, qs, k, ks, 0.0, s + P,
+         width);
+    for (int64_t i = i0; i < i1; ++i) softmax_row(s + (i - i0) * width, P + i + 1, width);
+    if (P > 0) {
+      gemm(CblasNoTrans, CblasNoTrans, rows, L.hd, P, 1.0, s, width, vc, ks, 0.0, out + i0 * qs,
+           qs);
+    }
+    gemm(CblasNoTrans, CblasNoTrans, rows, L.hd, i1, 1.0, s + P, width, v, ks, P > 0 ? 1.0 : 0.0,
+         out + i0 * qs, qs);
   }
 }
 
@@ -225,6 +259,50 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
                                 pq + L.q_off(b, h), pk + L.kv_off(b, g), pv + L.kv_off(b, g),
                                 po + L.q_off(b, h), pl + (b * L.H + h) * L.T, L, scale);
       }
+    }
+  });
+}
+
+void CpuBackend::attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k,
+                                          const Tensor& v, const Tensor& k_cache,
+                                          const Tensor& v_cache, const Tensor& cache_start,
+                                          const Tensor& cache_len, const AttnDims& dims) {
+  const char* op = "attention_forward_cached";
+  check_attention(q, dims, op, {{&q, "q"}, {&out, "out"}}, {{&k, "k"}, {&v, "v"}}, {});
+  const int64_t kvw = dims.kv_heads * dims.head_dim;
+  cpu::check_rank(k_cache, 2, op, "k_cache");
+  const int64_t C = k_cache.dim(0);
+  cpu::check_operand(k_cache, q.dtype(), {C, kvw}, op, "k_cache");
+  cpu::check_operand(v_cache, q.dtype(), {C, kvw}, op, "v_cache");
+  cpu::check_operand(cache_start, DType::kI32, {dims.batch}, op, "cache_start");
+  cpu::check_operand(cache_len, DType::kI32, {dims.batch}, op, "cache_len");
+  const int32_t* start = cache_start.ptr<int32_t>();
+  const int32_t* len = cache_len.ptr<int32_t>();
+  int64_t work = 0;
+  for (int64_t b = 0; b < dims.batch; ++b) {
+    MOE_CHECK(start[b] >= 0 && len[b] >= 0 && int64_t(start[b]) + len[b] <= C,
+              "{}: row {} reads cache rows [{}, {} + {}) outside the {} cached rows", op, b,
+              start[b], start[b], len[b], C);
+    work += dims.heads * dims.seq * (len[b] + dims.seq) * dims.head_dim;
+  }
+  const Layout L(dims);
+  const double scale = 1.0 / std::sqrt(double(L.hd));
+  const int team = cpu::team(threads_, work);
+  cpu::dispatch_float(q.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    T* po = out.ptr<T>();
+    const T* pq = q.ptr<T>();
+    const T* pk = k.ptr<T>();
+    const T* pv = v.ptr<T>();
+    const T* pkc = k_cache.ptr<T>();
+    const T* pvc = v_cache.ptr<T>();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
+    for (int64_t bh = 0; bh < L.B * L.H; ++bh) {
+      const int64_t b = bh / L.H, h = bh % L.H, g = h / L.group;
+      const int64_t cache_off = int64_t(start[b]) * L.kv_stride + g * L.hd;
+      attention_cached_head(po + L.q_off(b, h), pq + L.q_off(b, h), pk + L.kv_off(b, g),
+                            pv + L.kv_off(b, g), pkc + cache_off, pvc + cache_off,
+                            int64_t(len[b]), L, scale);
     }
   });
 }

@@ -6,7 +6,7 @@
 // Files, one op family each (matching kernels/*.cu):
 //   cpu_backend.cpp  memory, elementwise, convert      matmul.cpp    matmul, grouped_matmul
 //   embedding.cpp    embedding                          norm.cpp      rms_norm
-//   rope.cpp         rope                               attention.cpp attention
+//   rope.cpp         rope (+ offset)                    attention.cpp attention (+ cached)
 //   swiglu.cpp       swiglu                             router.cpp    router, topk_mass, balance
 //   permute.cpp      dispatch plan, permute, unpermute  loss.cpp      cross_entropy, lb, z, sp, cp
 //   optim.cpp        adamw, global_norm_sq
@@ -41,7 +41,9 @@ class CpuBackend final : public Backend {
   void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, bool accumulate_dx) override;
   void rope_forward(Tensor& y, const Tensor& x, int64_t batch, int64_t seq, int64_t n_heads, int64_t head_dim, float theta) override;
   void rope_backward(Tensor& dx, const Tensor& dy, int64_t batch, int64_t seq, int64_t n_heads, int64_t head_dim, float theta) override;
+  void rope_forward_offset(Tensor& y, const Tensor& x, const Tensor& offsets, int64_t batch, int64_t seq, int64_t n_heads, int64_t head_dim, float theta) override;
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const AttnDims& dims) override;
+  void attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache, const Tensor& cache_start, const Tensor& cache_len, const AttnDims& dims) override;
   void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse, const AttnDims& dims) override;
   void swiglu_forward(Tensor& z, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dz, const Tensor& gate, const Tensor& up) override;

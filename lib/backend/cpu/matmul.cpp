@@ -1,7 +1,12 @@
 // CpuBackend matrix products through OpenBLAS: y = x w^T with w stored [out, in], and the grouped
 // expert GEMM in which rows [off[e], off[e+1]) of x use w[e].
 //
-// Row-major GEMM calls (cblas, row-major):
+// f32 products go through oneDNN's dnnl_sgemm (row-major), f64 products (the finite-difference
+// checks) through OpenBLAS's cblas_dgemm. On the d=128 benchmark shapes (tools/bench_sgemm.cpp
+// --shapes) dnnl_sgemm single-threaded was 2-16% faster than OpenBLAS sgemm, and a training step
+// about 9% faster (docs/benchmarks.md). Each call is pinned to one thread (see gemm below).
+//
+// Row-major GEMM calls:
 //   forward   y[M,N]  = x[M,K] * w[N,K]^T            (NoTrans, Trans)
 //   dx        dx[M,K] = dy[M,N] * w[N,K]             (NoTrans, NoTrans)
 //   dw        dw[N,K] += dy[M,N]^T * x[M,K]          (Trans, NoTrans)
@@ -13,6 +18,8 @@
 // so results are bitwise independent of it. The grouped GEMM makes one task list of the blocks of
 // every non-empty expert.
 #include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -24,13 +31,22 @@ namespace moe {
 namespace {
 
 // y[M,N] = alpha * op(a) * op(b) + beta * y, row-major; a thin wrapper over sgemm / dgemm.
+//
+// dnnl_sgemm threads itself with OpenMP when it is called outside an active parallel region
+// (it asks omp_get_max_threads()). A product that is a single block runs outside one (run_blocks'
+// `if`), so the call is pinned to one thread here: the same call then gives the same bits at any
+// thread count, and never nests a second team inside the backend's own.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, double beta, float* c,
           int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(m), static_cast<int>(n),
-              static_cast<int>(k), static_cast<float>(alpha), a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), static_cast<float>(beta), c, static_cast<int>(ldc));
+  const int saved_threads = omp_get_max_threads();
+  if (saved_threads != 1) omp_set_num_threads(1);
+  const dnnl_status_t status =
+      dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, static_cast<float>(alpha), a,
+                 lda, b, ldb, static_cast<float>(beta), c, ldc);
+  if (saved_threads != 1) omp_set_num_threads(saved_threads);
+  MOE_CHECK(status == dnnl_success, "dnnl_sgemm({}x{}x{}, lda {}, ldb {}, ldc {}) failed with "
+            "oneDNN status {}", m, n, k, lda, ldb, ldc, static_cast<int>(status));
 }
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha,
           const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c,

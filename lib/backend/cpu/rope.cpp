@@ -3,11 +3,14 @@
 // position inside its sequence:
 //   y_i = x_i cos - x_{i+hd/2} sin,   y_{i+hd/2} = x_{i+hd/2} cos + x_i sin.
 // The backward pass is the rotation by -angle. y may alias x: each pair is read before it is
-// written.
+// written. rope_forward_offset (the incremental forward over a KV cache) shifts sequence b's
+// positions by offsets[b]; the angle of a position is the same whichever op computes it, so a
+// token rotated at position p by either op gets bitwise the same values.
 //
 // cos/sin of every (t, i) are computed once per call in double (math::rope_angle) into a
 // thread_local table that is reused across calls, so the hot path does not allocate once the
 // table has reached its largest size.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -36,13 +39,14 @@ struct RopeTable {
 };
 
 // direction +1: forward rotation; -1: its inverse (the backward pass).
+// offsets: per-sequence position offsets, or nullptr for none.
 template <typename T>
-void rope_apply(T* y, const T* x, const RopeTable& table, int64_t batch, int64_t seq,
-                int64_t heads, int64_t head_dim, int direction, int threads) {
+void rope_apply(T* y, const T* x, const RopeTable& table, const int32_t* offsets, int64_t batch,
+                int64_t seq, int64_t heads, int64_t head_dim, int direction, int threads) {
   const int64_t half = head_dim / 2, width = heads * head_dim, rows = batch * seq;
 #pragma omp parallel for schedule(static) num_threads(cpu::team(threads, rows * width))
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t t = r % seq;
+    const int64_t t = r % seq + (offsets != nullptr ? offsets[r / seq] : 0);
     const double* cr = table.cos.data() + t * half;
     const double* sr = table.sin.data() + t * half;
     for (int64_t h = 0; h < heads; ++h) {
@@ -58,9 +62,10 @@ void rope_apply(T* y, const T* x, const RopeTable& table, int64_t batch, int64_t
   }
 }
 
-void rope_run(int threads, Tensor& y, const Tensor& x, int64_t batch, int64_t seq,
-              int64_t heads, int64_t head_dim, float theta, int direction, const char* op,
-              const char* yname, const char* xname) {
+// offsets: undefined, or [batch] i32 position offsets (validated here: >= 0).
+void rope_run(int threads, Tensor& y, const Tensor& x, const Tensor& offsets, int64_t batch,
+              int64_t seq, int64_t heads, int64_t head_dim, float theta, int direction,
+              const char* op, const char* yname, const char* xname) {
   cpu::check_cpu(x, op, xname);
   cpu::check_dtype(y, x.dtype(), op, yname);
   MOE_CHECK(batch >= 0 && seq > 0 && heads > 0, "{}: expected batch >= 0, seq > 0, heads > 0, "
@@ -70,11 +75,25 @@ void rope_run(int threads, Tensor& y, const Tensor& x, int64_t batch, int64_t se
   MOE_CHECK(theta > 0.0f, "{}: theta must be positive, found {}", op, theta);
   cpu::check_shape_of(x, {batch * seq, heads * head_dim}, op, xname);
   cpu::check_shape_of(y, {batch * seq, heads * head_dim}, op, yname);
+  int64_t positions = seq;
+  const int32_t* off = nullptr;
+  if (offsets.defined()) {
+    cpu::check_cpu(offsets, op, "offsets");
+    MOE_CHECK(offsets.dtype() == DType::kI32, "{}: tensor 'offsets' has dtype {}, expected i32",
+              op, dtype_name(offsets.dtype()));
+    cpu::check_shape_of(offsets, {batch}, op, "offsets");
+    off = offsets.ptr<int32_t>();
+    for (int64_t b = 0; b < batch; ++b) {
+      MOE_CHECK(off[b] >= 0, "{}: offsets[{}] = {} is negative", op, b, off[b]);
+      positions = std::max<int64_t>(positions, off[b] + seq);
+    }
+  }
   thread_local RopeTable table;
-  table.build(seq, head_dim, static_cast<double>(theta));
+  table.build(positions, head_dim, static_cast<double>(theta));
   cpu::dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    rope_apply(y.ptr<T>(), x.ptr<T>(), table, batch, seq, heads, head_dim, direction, threads);
+    rope_apply(y.ptr<T>(), x.ptr<T>(), table, off, batch, seq, heads, head_dim, direction,
+               threads);
   });
 }
 
@@ -82,13 +101,22 @@ void rope_run(int threads, Tensor& y, const Tensor& x, int64_t batch, int64_t se
 
 void CpuBackend::rope_forward(Tensor& y, const Tensor& x, int64_t batch, int64_t seq,
                               int64_t n_heads, int64_t head_dim, float theta) {
-  rope_run(threads_, y, x, batch, seq, n_heads, head_dim, theta, +1, "rope_forward", "y", "x");
+  rope_run(threads_, y, x, Tensor(), batch, seq, n_heads, head_dim, theta, +1, "rope_forward",
+           "y", "x");
+}
+
+void CpuBackend::rope_forward_offset(Tensor& y, const Tensor& x, const Tensor& offsets,
+                                     int64_t batch, int64_t seq, int64_t n_heads,
+                                     int64_t head_dim, float theta) {
+  MOE_CHECK(offsets.defined(), "rope_forward_offset: tensor 'offsets' is undefined");
+  rope_run(threads_, y, x, offsets, batch, seq, n_heads, head_dim, theta, +1,
+           "rope_forward_offset", "y", "x");
 }
 
 void CpuBackend::rope_backward(Tensor& dx, const Tensor& dy, int64_t batch, int64_t seq,
                                int64_t n_heads, int64_t head_dim, float theta) {
-  rope_run(threads_, dx, dy, batch, seq, n_heads, head_dim, theta, -1, "rope_backward", "dx",
-           "dy");
+  rope_run(threads_, dx, dy, Tensor(), batch, seq, n_heads, head_dim, theta, -1,
+           "rope_backward", "dx", "dy");
 }
 
 }  // namespace moe
