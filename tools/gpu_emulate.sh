@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the GPU tests (tests/gpu/test_cuda_ops.cpp, test_cuda_model.cpp) against kernels/*.cu on a
+# Runs the GPU tests (every tests/gpu/test_cuda_*.cpp) against kernels/*.cu on a
 # machine WITHOUT a GPU, through the host emulator of tests/gpu/emu (emu_core.h says what it
 # models and what it cannot). A check to run before spending device time, not a substitute for
 # it: it catches index, bounds, barrier-divergence, cuBLASLt-layout and test-logic bugs.
@@ -63,7 +63,9 @@ for p in "${pids[@]}"; do wait "$p"; done
 LIBS=$(sed -n '/^build tests\/test_cuda_ops /,/^$/p' "$BUILD/build.ninja" | sed -n 's/^ *LINK_LIBRARIES = //p' |
        tr ' ' '\n' | grep -v -e libmoe_cuda -e '/cuda/' -e cudart -e cudadevrt -e '^-Wl,-rpath' | tr '\n' ' ')
 status=0
-for t in ops model; do
+for src in "$SRC"/tests/gpu/test_cuda_*.cpp; do
+  t=$(basename "$src" .cpp)
+  t=${t#test_cuda_}
   echo "gpu_emulate: test_cuda_$t"
   # The project's warnings, as errors, on the tests (the kernels' C++ translation is not held to
   # them: its stand-in headers are not the real ones).
