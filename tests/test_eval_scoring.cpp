@@ -227,8 +227,10 @@ class CachedToyModel final : public ScoringModel {
     ++plain_passes;
   }
   bool has_kv_cache() const override { return true; }
+  int64_t max_cache_pass_rows() const override { return pass_rows; }
   void prefill(const Batch& b) override {
     EXPECT_LE(b.batch * b.seq, max_tokens());
+    EXPECT_LE(b.batch, pass_rows);
     EXPECT_LE(b.seq, max_seq());
     contexts_.clear();
     for (int64_t r = 0; r < b.batch; ++r) {
@@ -239,6 +241,7 @@ class CachedToyModel final : public ScoringModel {
   void forward_cached(const Batch& b, const std::vector<int32_t>& ctx_row,
                       const std::vector<int32_t>& ctx_len) override {
     EXPECT_LE(b.batch * b.seq, max_tokens());
+    EXPECT_LE(b.batch, pass_rows);
     std::vector<std::vector<int32_t>> prefixes;
     for (int64_t r = 0; r < b.batch; ++r) {
       const auto& ctx = contexts_.at(static_cast<size_t>(ctx_row[r]));
@@ -250,6 +253,7 @@ class CachedToyModel final : public ScoringModel {
   }
   std::vector<float> logits() override { return logits_; }
   int plain_passes = 0, prefills = 0, cached_passes = 0;
+  int64_t pass_rows = 1 << 30;  // the model's limit on rows per KV-cache pass
 
  private:
   void run(const Batch& b, const std::vector<std::vector<int32_t>>& prefixes) {
@@ -370,9 +374,14 @@ TEST(EvalScoring, KvCacheScorerMatchesDirectComputation) {
     const std::vector<ScoredRequest> again = plain.score(reqs);
     LoglikScorer small(model, 16 * 11);
     const std::vector<ScoredRequest> tight = small.score(reqs);
+    CachedToyModel two_rows(rows);  // at most 2 rows per KV-cache pass however short
+    two_rows.pass_rows = 2;
+    LoglikScorer limited(two_rows);
+    const std::vector<ScoredRequest> split = limited.score(reqs);
     for (size_t i = 0; i < reqs.size(); ++i) {
       EXPECT_NEAR(again[i].ll, got[i].ll, 1e-9) << "request " << i;
       EXPECT_NEAR(tight[i].ll, got[i].ll, 1e-9) << "request " << i;
+      EXPECT_NEAR(split[i].ll, got[i].ll, 1e-9) << "request " << i;
     }
     EXPECT_EQ(plain_model.prefills + plain_model.cached_passes, 0);
     // Contexts [2,4,6], [2,9] and the 10-token one run once each, 6 continuation rows.

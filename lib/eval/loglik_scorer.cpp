@@ -171,7 +171,8 @@ void run_continuations(Pass& ps, const std::vector<const Row*>& rows,
   const int64_t max_tokens = ps.model.max_tokens();
   for (size_t begin = 0; begin < order.size();) {
     const int64_t seq = len(order[begin]);
-    const size_t end = pass_end(begin, order.size(), ps.rows_fitting(seq, max_tokens / seq),
+    const int64_t fit = std::min(max_tokens / seq, ps.model.max_cache_pass_rows());
+    const size_t end = pass_end(begin, order.size(), ps.rows_fitting(seq, fit),
                                 [&](size_t i) { return len(order[i]); });
     Batch b = padded_batch(static_cast<int64_t>(end - begin), seq, ps.pad);
     std::vector<int32_t> ctx_row, ctx_len;
@@ -202,8 +203,8 @@ void run_cached(Pass& ps, std::vector<std::vector<const Row*>> groups) {
                    [](const auto& a, const auto& b) { return a[0]->first > b[0]->first; });
   for (size_t begin = 0; begin < groups.size();) {
     const int64_t seq = groups[begin][0]->first;
-    const size_t end = pass_end(begin, groups.size(),
-                                std::max<int64_t>(1, ps.model.max_tokens() / seq),
+    const int64_t fit = std::min(ps.model.max_tokens() / seq, ps.model.max_cache_pass_rows());
+    const size_t end = pass_end(begin, groups.size(), std::max<int64_t>(1, fit),
                                 [&](size_t g) { return groups[g][0]->first; });
     Batch ctx;
     ctx.batch = static_cast<int64_t>(end - begin);

@@ -16,7 +16,8 @@
 //      continuing its context in the cache; rows sorted longest first and packed by max_tokens()
 //      and the logits budget.
 //   Both kinds of pass take only items at least 3/4 as long as their longest, so padding stays
-//   under 25% of a pass.
+//   under 25% of a pass, and at most max_cache_pass_rows() rows (MoeScoring: the CUDA attention
+//   grid's 65535 (row, head) pairs).
 // The model cannot tell the difference (a continuation token attends to the same keys and values
 // as in the full row), so the scores equal those of the plain path up to fp32 rounding; the
 // shared context is computed once instead of once per choice. Rows in groups of one (lambada,

@@ -14,6 +14,8 @@ class MoeScoring final : public ScoringModel {
   int64_t vocab() const override;
   void forward(const Batch& batch) override;
   bool has_kv_cache() const override { return true; }
+  // The CUDA attention kernels index (row, head) pairs with gridDim.y: 65535 / n_heads rows.
+  int64_t max_cache_pass_rows() const override;
   void prefill(const Batch& contexts) override;
   void forward_cached(const Batch& batch, const std::vector<int32_t>& ctx_row,
                       const std::vector<int32_t>& ctx_len) override;

@@ -20,6 +20,8 @@ class ScoringModel {
   virtual int64_t vocab() const = 0;
   // Tokens one pass may hold (rows x seq with seq <= max_seq()); also what the KV cache holds.
   virtual int64_t max_tokens() const { return max_rows() * max_seq(); }
+  // Rows one KV-cache pass may hold however short they are (a backend limit; see MoeScoring).
+  virtual int64_t max_cache_pass_rows() const { return max_tokens(); }
   // Runs the model on batch.batch rows of batch.seq tokens (seq <= max_seq()). Positions must not
   // see later positions (causal), so right padding never changes earlier logits.
   virtual void forward(const Batch& batch) = 0;
