@@ -8,7 +8,7 @@
 # rewritten to `emu::launch(emu::Cfg(cfg), ..., args)` and `extern __shared__` to the emulator's
 # buffer, compiled as C++ with tests/gpu/emu first on the include path (standing in for the CUDA,
 # cuBLAS, CUB and WMMA headers), and linked with BUILD_DIR's moe_core and test support in place of
-# moe_cuda. Every CUDA thread is a fiber on one OS thread, so it is slow: the op tests take ~7
+# moe_cuda. Every CUDA thread is a fiber on one OS thread, so it is slow: the op tests take ~10
 # minutes (attention at T = 1030 most of it), the whole-model one-step tests ~1 minute.
 #
 # Usage: tools/gpu_emulate.sh [BUILD_DIR] [-- GTEST_ARGS...]
