@@ -67,75 +67,9 @@ __device__ __forceinline__ float dot_smem(const float* a, const float* b, int hd
   return acc;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kAttnThreads)
-    attn_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnGeom g) {
-  extern __shared__ float smem[];
-  const int hd = g.hd, ldk = hd + 1;
-  float* q_s = smem;                           // [16][hd]
-  float* k_s = q_s + kQueriesPerCta * hd;      // [32][hd+1]
-  float* v_s = k_s + kKeyTile * ldk;           // [32][hd+1]
-  const int bh = blockIdx.y, b = bh / g.heads, h = bh % g.heads;
-  const int kvh = h / (g.heads / g.kv_heads);
-  const int q0 = blockIdx.x * kQueriesPerCta;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t q_stride = int64_t(g.heads) * hd, kv_stride = int64_t(g.kv_heads) * hd;
-
-  load_rows(q_s, hd, q + g.q_index(b, 0, h), q_stride, q0, kQueriesPerCta, g.seq, hd);
-  float m[kQueriesPerWarp], l[kQueriesPerWarp], o[kQueriesPerWarp][kDimsPerLane];
-  for (int u = 0; u < kQueriesPerWarp; ++u) {
-    m[u] = -INFINITY;
-    l[u] = 0.0f;
-    for (int c = 0; c < kDimsPerLane; ++c) o[u][c] = 0.0f;
-  }
-  const int last_query = min(g.seq - 1, q0 + kQueriesPerCta - 1);
-  for (int key0 = 0; key0 <= last_query; key0 += kKeyTile) {
-    __syncthreads();  // previous tile fully consumed (and q_s loaded on the first pass)
-    load_rows(k_s, ldk, k + g.kv_index(b, 0, kvh), kv_stride, key0, kKeyTile, g.seq, hd);
-    load_rows(v_s, ldk, v + g.kv_index(b, 0, kvh), kv_stride, key0, kKeyTile, g.seq, hd);
-    __syncthreads();
-#pragma unroll
-    for (int u = 0; u < kQueriesPerWarp; ++u) {
-      const int r = warp * kQueriesPerWarp + u, qi = q0 + r;
-      if (qi >= g.seq || key0 > qi) continue;  // warp-uniform
-      const int key = key0 + lane;
-      const bool valid = key <= qi;
-      float s = valid ? g.scale * dot_smem(q_s + r * hd, k_s + lane * ldk, hd) : -INFINITY;
-      const float m_new = fmaxf(m[u], warp_max(s));
-      const float p = valid ? expf(s - m_new) : 0.0f;
-      const float corr = expf(m[u] - m_new);
-      l[u] = l[u] * corr + warp_sum(p);
-#pragma unroll
-      for (int c = 0; c < kDimsPerLane; ++c) o[u][c] *= corr;
-      for (int j = 0; j < kKeyTile; ++j) {
-        const float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-        for (int c = 0; c < kDimsPerLane; ++c) {
-          const int d = lane + 32 * c;
-          if (d < hd) o[u][c] = fmaf(pj, v_s[j * ldk + d], o[u][c]);
-        }
-      }
-      m[u] = m_new;
-    }
-  }
-#pragma unroll
-  for (int u = 0; u < kQueriesPerWarp; ++u) {
-    const int qi = q0 + warp * kQueriesPerWarp + u;
-    if (qi >= g.seq) continue;
-    const float inv_l = 1.0f / l[u];
-    T* orow = out + g.q_index(b, qi, h);
-#pragma unroll
-    for (int c = 0; c < kDimsPerLane; ++c) {
-      const int d = lane + 32 * c;
-      if (d < hd) orow[d] = from_f<T>(o[u][c] * inv_l);
-    }
-    if (lane == 0) lse[(int64_t(b) * g.heads + h) * g.seq + qi] = m[u] + logf(l[u]);
-  }
-}
-
 // Loads key rows key0 .. key0 + rows - 1 of a row whose keys are `prefix_len` rows of `prefix`
 // followed by the rows of `fresh` (n_keys in all; zero past the end), both with row stride
-// `stride`.
+// `stride`. With prefix_len = 0 these are just the row's own keys.
 template <typename T>
 __device__ void load_key_rows(float* dst, int ld, const T* prefix, const T* fresh,
                               int64_t stride, int key0, int rows, int prefix_len, int n_keys,
@@ -152,41 +86,22 @@ __device__ void load_key_rows(float* dst, int ld, const T* prefix, const T* fres
   }
 }
 
-struct CacheSpans {
-  const int32_t* start;
-  const int32_t* len;
-  int64_t rows;  // rows of k_cache / v_cache
-};
-
-// The forward kernel over [cached prefix, new keys]; g.seq is the number of new tokens per row.
+// The forward of one CTA (16 query rows of one (batch, head)) over the keys [prefix, new keys]:
+// the row's `prefix` cached keys/values at kc/vc (none for training), then its own new keys
+// kn/vn; new query qi sits at key index prefix + qi. Writes lse when lse is not null.
 template <typename T>
-__global__ void __launch_bounds__(kAttnThreads)
-    attn_cached_forward_kernel(T* out, const T* q, const T* k, const T* v, const T* k_cache,
-                               const T* v_cache, CacheSpans spans, AttnGeom g, int* error_flag) {
+__device__ __forceinline__ void attn_forward_cta(T* out, float* lse, const T* q, const T* kc,
+                                                 const T* vc, const T* kn, const T* vn,
+                                                 int prefix, const AttnGeom& g) {
   extern __shared__ float smem[];
   const int hd = g.hd, ldk = hd + 1;
   float* q_s = smem;                           // [16][hd]
   float* k_s = q_s + kQueriesPerCta * hd;      // [32][hd+1]
   float* v_s = k_s + kKeyTile * ldk;           // [32][hd+1]
   const int bh = blockIdx.y, b = bh / g.heads, h = bh % g.heads;
-  const int kvh = h / (g.heads / g.kv_heads);
   const int q0 = blockIdx.x * kQueriesPerCta;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t q_stride = int64_t(g.heads) * hd, kv_stride = int64_t(g.kv_heads) * hd;
-
-  int start = spans.start[b], prefix = spans.len[b];
-  if (start < 0 || prefix < 0 || int64_t(start) + prefix > spans.rows) {
-    if (threadIdx.x == 0 && blockIdx.x == 0 && h == 0) {
-      raise_device_error(error_flag, kErrCacheSpan);
-    }
-    start = 0;
-    prefix = 0;
-  }
-  const int64_t cache_off = int64_t(start) * kv_stride + int64_t(kvh) * hd;
-  const T* kc = k_cache + cache_off;
-  const T* vc = v_cache + cache_off;
-  const T* kn = k + g.kv_index(b, 0, kvh);
-  const T* vn = v + g.kv_index(b, 0, kvh);
   const int n_keys = prefix + g.seq;
 
   load_rows(q_s, hd, q + g.q_index(b, 0, h), q_stride, q0, kQueriesPerCta, g.seq, hd);
@@ -236,7 +151,46 @@ __global__ void __launch_bounds__(kAttnThreads)
       const int d = lane + 32 * c;
       if (d < hd) orow[d] = from_f<T>(o[u][c] * inv_l);
     }
+    if (lse != nullptr && lane == 0) {
+      lse[(int64_t(b) * g.heads + h) * g.seq + qi] = m[u] + logf(l[u]);
+    }
   }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kAttnThreads)
+    attn_forward_kernel(T* out, float* lse, const T* q, const T* k, const T* v, AttnGeom g) {
+  const int b = blockIdx.y / g.heads, h = blockIdx.y % g.heads;
+  const int kvh = h / (g.heads / g.kv_heads);
+  attn_forward_cta(out, lse, q, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr),
+                   k + g.kv_index(b, 0, kvh), v + g.kv_index(b, 0, kvh), /*prefix=*/0, g);
+}
+
+struct CacheSpans {
+  const int32_t* start;
+  const int32_t* len;
+  int64_t rows;  // rows of k_cache / v_cache
+};
+
+// The forward over [cached prefix, new keys]; g.seq is the number of new tokens per row.
+template <typename T>
+__global__ void __launch_bounds__(kAttnThreads)
+    attn_cached_forward_kernel(T* out, const T* q, const T* k, const T* v, const T* k_cache,
+                               const T* v_cache, CacheSpans spans, AttnGeom g, int* error_flag) {
+  const int b = blockIdx.y / g.heads, h = blockIdx.y % g.heads;
+  const int kvh = h / (g.heads / g.kv_heads);
+  const int64_t kv_stride = int64_t(g.kv_heads) * g.hd;
+  int start = spans.start[b], prefix = spans.len[b];
+  if (start < 0 || prefix < 0 || int64_t(start) + prefix > spans.rows) {
+    if (threadIdx.x == 0 && blockIdx.x == 0 && h == 0) {
+      raise_device_error(error_flag, kErrCacheSpan);
+    }
+    start = 0;
+    prefix = 0;
+  }
+  const int64_t cache_off = int64_t(start) * kv_stride + int64_t(kvh) * g.hd;
+  attn_forward_cta(out, static_cast<float*>(nullptr), q, k_cache + cache_off, v_cache + cache_off,
+                   k + g.kv_index(b, 0, kvh), v + g.kv_index(b, 0, kvh), prefix, g);
 }
 
 // D_i = dout_i . out_i for one query row, by one warp (fixed-order butterfly).
