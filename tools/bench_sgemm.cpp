@@ -59,6 +59,16 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
+// Uniform(-1, 1) values for both operands, the same ones every run.
+void fill_operands(std::vector<float>& a, std::vector<float>& b) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = dist(rng);
+    b[i] = dist(rng);
+  }
+}
+
 // One product of the benchmark model, row-major C[m,n] = op(A) op(B) as the backend calls it
 // (256-row blocks; see lib/backend/cpu/matmul.cpp).
 struct Shape {
@@ -107,12 +117,7 @@ int run_shapes(const Options& o) {
   };
   const size_t n = 4096 * 4096;
   std::vector<float> a(n), b(n), c(n);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (size_t i = 0; i < n; ++i) {
-    a[i] = dist(rng);
-    b[i] = dist(rng);
-  }
+  fill_operands(a, b);
   std::printf("%-42s %10s %10s %7s\n", "product (m x n x k, row-major ops)", "OpenBLAS", "oneDNN",
               "ratio");
   for (const Shape& s : shapes) {
@@ -132,12 +137,7 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(o.threads);
   const size_t n = static_cast<size_t>(o.size) * static_cast<size_t>(o.size);
   std::vector<float> a(n), b(n), c(n);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (size_t i = 0; i < n; ++i) {
-    a[i] = dist(rng);
-    b[i] = dist(rng);
-  }
+  fill_operands(a, b);
   auto run_once = [&] {
     const auto t0 = std::chrono::steady_clock::now();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, o.size, o.size, o.size, 1.0f, a.data(),

@@ -17,6 +17,22 @@ AttnDims dims_of(const ModelState& m, const ModelConfig& c) {
   return d;
 }
 
+// The parts of the block around the attention itself, shared by the training and the KV-cache
+// forward: the input norm and the q, k, v projections (before RoPE) ...
+void project_qkv(Backend& be, const ModelConfig& c, Layer& layer, const Tensor& h_in, Tensor& norm,
+                 Tensor& rstd, Tensor& q, Tensor& k, Tensor& v) {
+  be.rms_norm_forward(norm, rstd, h_in, layer.attn_gain.compute(), static_cast<float>(c.norm_eps));
+  be.matmul_forward(q, norm, layer.wq.compute(), false);
+  be.matmul_forward(k, norm, layer.wk.compute(), false);
+  be.matmul_forward(v, norm, layer.wv.compute(), false);
+}
+
+// ... and the output projection onto the residual: h_mid = h_in + out Wo^T.
+void project_out(Backend& be, Layer& layer, const Tensor& h_in, const Tensor& out, Tensor& h_mid) {
+  be.copy(h_mid, h_in);
+  be.matmul_forward(h_mid, out, layer.wo.compute(), /*accumulate=*/true);
+}
+
 }  // namespace
 
 void attention_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
@@ -29,15 +45,11 @@ void attention_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer& 
   Tensor out = head_rows(a.attn_out, N);
   Tensor lse = a.attn_lse.slice_flat(0, {m.batch, c.n_heads, m.seq});
 
-  be.rms_norm_forward(norm, rstd, h_in, layer.attn_gain.compute(), static_cast<float>(c.norm_eps));
-  be.matmul_forward(q, norm, layer.wq.compute(), false);
-  be.matmul_forward(k, norm, layer.wk.compute(), false);
-  be.matmul_forward(v, norm, layer.wv.compute(), false);
+  project_qkv(be, c, layer, h_in, norm, rstd, q, k, v);
   be.rope_forward(q, q, m.batch, m.seq, c.n_heads, hd, theta);
   be.rope_forward(k, k, m.batch, m.seq, c.n_kv_heads, hd, theta);
   be.attention_forward(out, lse, q, k, v, dims_of(m, c));
-  be.copy(h_mid, h_in);
-  be.matmul_forward(h_mid, out, layer.wo.compute(), /*accumulate=*/true);
+  project_out(be, layer, h_in, out, h_mid);
 }
 
 // The same block for new tokens over the KV cache: q and k are rotated at their absolute
@@ -57,15 +69,11 @@ void attention_forward_cached(ModelState& m, const ModelConfig& c, Backend& be, 
   const Tensor k_cache = head_rows(cache.k[layer.index], cached_rows);
   const Tensor v_cache = head_rows(cache.v[layer.index], cached_rows);
 
-  be.rms_norm_forward(norm, rstd, h_in, layer.attn_gain.compute(), static_cast<float>(c.norm_eps));
-  be.matmul_forward(q, norm, layer.wq.compute(), false);
-  be.matmul_forward(k, norm, layer.wk.compute(), false);
-  be.matmul_forward(v, norm, layer.wv.compute(), false);
+  project_qkv(be, c, layer, h_in, norm, rstd, q, k, v);
   be.rope_forward_offset(q, q, len, m.batch, m.seq, c.n_heads, hd, theta);
   be.rope_forward_offset(k, k, len, m.batch, m.seq, c.n_kv_heads, hd, theta);
   be.attention_forward_cached(out, q, k, v, k_cache, v_cache, start, len, dims_of(m, c));
-  be.copy(h_mid, h_in);
-  be.matmul_forward(h_mid, out, layer.wo.compute(), /*accumulate=*/true);
+  project_out(be, layer, h_in, out, h_mid);
 }
 
 // On entry m.g.dh holds dL/dh_mid; on exit dL/dh_in (the residual path plus the norm path).
