@@ -164,7 +164,7 @@ int main(int argc, char** argv) {
                  "comma-separated tasks: hellaswag, piqa, arc_easy, arc_challenge, openbookqa, "
                  "boolq, lambada_openai, copa, winogrande, sciq, all, or a user task NAME "
                  "(DIR/NAME.jsonl) / FILE.jsonl");
-  app.add_option("--task-dir", o.task_dir, "folder of task files (e.g. ../shared/data/zeroshot)");
+  app.add_option("--task-dir", o.task_dir, "folder of task files (e.g. data/zeroshot)");
   app.add_option("--limit", o.limit, "score only the first N documents of each task (0: all)");
   app.add_option("--routing", o.routing, "texts to measure the routing statistics on")->take_all();
   app.add_option("--routing-max-tokens", o.routing_max_tokens, "stop routing after N tokens (0: all)");

@@ -24,21 +24,19 @@ inline std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-// The Tiny Shakespeare corpus in ../shared (empty string when the shared data is missing).
+// The Tiny Shakespeare corpus in data/ (empty string when it is missing).
 inline std::string shakespeare_path() {
-  const std::string shared = shared_dir();
-  if (shared.empty()) return "";
-  const std::string p = shared + "/data/corpora/tinyshakespeare/input.txt";
+  const std::string p = data_dir() + "/corpora/tinyshakespeare/input.txt";
   return std::filesystem::exists(p) ? p : "";
 }
 
 // About `bytes` of real English text: Tiny Shakespeare, or the fortunes package's cookie file
-// when ../shared is absent (both are present on the development machine).
+// when data/ is absent (both are present on the development machine).
 inline std::string english_sample(size_t bytes) {
   std::string path = shakespeare_path();
   if (path.empty()) path = "/usr/share/games/fortunes/cookie";
   std::string text = read_text(path);
-  EXPECT_FALSE(text.empty()) << "no sample corpus found (set MOE_SHARED_DIR)";
+  EXPECT_FALSE(text.empty()) << "no sample corpus found (data/corpora/tinyshakespeare/input.txt is missing)";
   if (text.size() > bytes) text.resize(bytes);
   return text;
 }

@@ -1,5 +1,5 @@
 // moeeval's library path on a real (tiny, randomly initialised) checkpoint with a real
-// sentencepiece tokenizer trained on Tiny Shakespeare from ../shared: loading, perplexity and bits
+// sentencepiece tokenizer trained on Tiny Shakespeare from data/: loading, perplexity and bits
 // per byte (checked against the model's own per-token NLL), a user zero-shot task, routing
 // statistics (overlap measured although the checkpoint was trained without sp), and the results
 // JSON in the harness's shape.
@@ -63,9 +63,8 @@ std::string make_checkpoint(const std::string& text) {
 }
 
 TEST(EvalEndToEnd, TinyCheckpointAllModes) {
-  const std::string shared = test::shared_dir();
-  ASSERT_FALSE(shared.empty()) << "../shared (or $MOE_SHARED_DIR) is needed for the corpus";
-  const std::string corpus = shared + "/data/corpora/tinyshakespeare/input.txt";
+  const std::string corpus = test::data_dir() + "/corpora/tinyshakespeare/input.txt";
+  ASSERT_TRUE(std::filesystem::exists(corpus)) << corpus << " is missing from the repository";
   const std::string dir = make_checkpoint(read_text(corpus, 60'000));
   const std::string tmp = fs::path(dir).parent_path().parent_path().parent_path().string();
   const std::string heldout = tmp + "/heldout.txt";

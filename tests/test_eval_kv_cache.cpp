@@ -1,5 +1,5 @@
 // LoglikScorer with MoeModel's KV cache against the plain path on real task requests: the first
-// 20 HellaSwag and 20 PIQA documents from ../shared/data/zeroshot, tokenized by a sentencepiece
+// 20 HellaSwag and 20 PIQA documents from data/zeroshot, tokenized by a sentencepiece
 // model trained on Tiny Shakespeare, scored by tiny random MoE models (vanilla and deepseek). A
 // 48-token context truncates most HellaSwag items (contexts then differ per choice and take the
 // plain path) and splits long PIQA solutions into pieces; a 192-token context keeps them whole,
@@ -7,6 +7,7 @@
 //
 // Tolerance on each request's ll: 2e-4 absolute + 1e-5 relative (fp32 logits from two summation
 // orders differ by ~1e-6 relative; ll sums up to ~100 log-probabilities); greedy must agree.
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -34,7 +35,7 @@ std::string read_text(const std::string& path, size_t max_bytes) {
 const data::Tokenizer& shakespeare_tokenizer() {
   static const data::Tokenizer tok = [] {
     const std::string text =
-        read_text(test::shared_dir() + "/data/corpora/tinyshakespeare/input.txt", 60'000);
+        read_text(test::data_dir() + "/corpora/tinyshakespeare/input.txt", 60'000);
     data::TrainingSample sample(static_cast<int64_t>(text.size()),
                                 static_cast<int64_t>(text.size()));
     sample.add_document(text);
@@ -45,8 +46,8 @@ const data::Tokenizer& shakespeare_tokenizer() {
 
 // HellaSwag and PIQA, read once.
 const std::vector<Task>& tasks() {
-  static const std::vector<Task> t = {load_task("hellaswag", test::shared_dir() + "/data/zeroshot"),
-                                      load_task("piqa", test::shared_dir() + "/data/zeroshot")};
+  static const std::vector<Task> t = {load_task("hellaswag", test::data_dir() + "/zeroshot"),
+                                      load_task("piqa", test::data_dir() + "/zeroshot")};
   return t;
 }
 
@@ -118,7 +119,7 @@ void expect_same_scores(const std::string& arch, int64_t max_seq_len) {
 }
 
 TEST(EvalKvCache, HellaswagAndPiqaScoresEqualThePlainPath) {
-  ASSERT_FALSE(test::shared_dir().empty()) << "../shared (or $MOE_SHARED_DIR) is needed";
+  ASSERT_TRUE(std::filesystem::is_directory(test::data_dir() + "/zeroshot")) << "data/zeroshot is missing";
   expect_same_scores("vanilla", 192);
   expect_same_scores("deepseek", 192);
   expect_same_scores("vanilla", 48);

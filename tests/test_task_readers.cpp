@@ -1,5 +1,5 @@
-// Zero-shot task readers: item counts and rendered prompts on the real files in ../shared/data
-// (the counts documented in shared/data/README.md), readers for the tasks whose files are not
+// Zero-shot task readers: item counts and rendered prompts on the real files in data/zeroshot
+// (the counts documented in data/README.md), readers for the tasks whose files are not
 // shipped (on small files written here in the formats of the original releases), and bad input.
 #include <filesystem>
 #include <fstream>
@@ -16,15 +16,14 @@ namespace fs = std::filesystem;
 namespace moe::eval {
 namespace {
 
-// The zero-shot folder; fails (not skips) the test when ../shared is absent.
+// The zero-shot folder; fails (not skips) the test when it is absent.
 std::string zeroshot_dir() {
-  const std::string shared = test::shared_dir();
-  if (shared.empty()) {
-    ADD_FAILURE() << "../shared (or $MOE_SHARED_DIR) not found: the task readers are tested on "
-                     "the real task files in shared/data/zeroshot";
+  const fs::path dir = fs::path(test::data_dir()) / "zeroshot";
+  if (!fs::is_directory(dir)) {
+    ADD_FAILURE() << dir << " not found: the task readers are tested on the real task files there";
     return "";
   }
-  return (fs::path(shared) / "data" / "zeroshot").string();
+  return dir.string();
 }
 
 std::string write_file(const std::string& dir, const std::string& name, const std::string& text) {

@@ -118,7 +118,7 @@ if want cpu_tests; then
   for t in "$PAYLOAD"/tests/test_*; do
     n=$(basename "$t")
     case "$n" in test_cuda_*) continue ;; esac
-    # cpu tests are informational here: some read the source tree or ../shared, absent here.
+    # cpu tests are informational here: some read the source tree, absent here.
     INFO_ONLY=1 step "$n" 600 "$t" --gtest_output="xml:$OUT/$n.xml"
   done
 fi

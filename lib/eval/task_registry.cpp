@@ -21,7 +21,7 @@ std::string find_file(const std::string& task, const std::string& dir,
     tried += (tried.empty() ? "" : ", ") + p.string();
   }
   MOE_USAGE_FAIL("task '{}': task file not found; looked for {} (pass --task-dir DIR holding "
-                 "the task files, e.g. ../shared/data/zeroshot)",
+                 "the task files, e.g. data/zeroshot)",
                  task, tried);
 }
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # End to end: a tiny 2-cell ablation sweep (lb and lb+sp+cp, 6 steps, a 32-token model on Tiny
-# Shakespeare from ../shared) through tools/ablate.sh: training, moeeval (perplexity, a zero-shot
+# Shakespeare from data/) through tools/ablate.sh: training, moeeval (perplexity, a zero-shot
 # task, routing), the table; then the restart rules (a finished run is not retrained, a run cut
 # back to an earlier checkpoint resumes), moeeval's side-by-side mode, and tools/plot.py.
 # Usage: ablate_tiny.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 BUILD_DIR="$(cd "${1:?usage: ablate_tiny.sh BUILD_DIR SOURCE_DIR}" && pwd)"
 SOURCE_DIR="$(cd "${2:?usage: ablate_tiny.sh BUILD_DIR SOURCE_DIR}" && pwd)"
-SHARED="${MOE_SHARED_DIR:-$SOURCE_DIR/../shared}"
-CORPUS="$SHARED/data/corpora/tinyshakespeare/input.txt"
+DATA="$SOURCE_DIR/data"
+CORPUS="$DATA/corpora/tinyshakespeare/input.txt"
 fail() { echo "ablate_tiny: FAIL: $*" >&2; exit 1; }
-[ -f "$CORPUS" ] || fail "$CORPUS not found (../shared or \$MOE_SHARED_DIR is needed)"
+[ -f "$CORPUS" ] || fail "$CORPUS not found (the repository ships it)"
 
 WORK="$BUILD_DIR/tmp/ablate_tiny-$$"
 rm -rf "$WORK"; mkdir -p "$WORK"
@@ -28,7 +28,7 @@ EOF
 
 sweep() {
   bash "$SOURCE_DIR/tools/ablate.sh" "$WORK/tiny.yaml" --cells lb,lb+sp+cp --seeds 1 --steps 6 \
-    --out "$WORK/sweep" --tasks copa --task-dir "$SHARED/data/zeroshot" --limit 8 \
+    --out "$WORK/sweep" --tasks copa --task-dir "$DATA/zeroshot" --limit 8 \
     --threads 2 --build "$BUILD_DIR" "$@"
 }
 

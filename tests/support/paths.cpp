@@ -12,14 +12,7 @@ namespace moe::test {
 std::string source_dir() { return MOE_SOURCE_DIR; }
 std::string binary_dir() { return MOE_BINARY_DIR; }
 
-std::string shared_dir() {
-  if (const char* env = std::getenv("MOE_SHARED_DIR")) {
-    if (fs::is_directory(env)) return env;
-  }
-  fs::path p = fs::path(MOE_SOURCE_DIR).parent_path() / "shared";
-  if (fs::is_directory(p)) return p.string();
-  return "";
-}
+std::string data_dir() { return (fs::path(MOE_SOURCE_DIR) / "data").string(); }
 
 std::string make_temp_dir(const std::string& tag) {
   static std::atomic<int> counter{0};
