@@ -11,7 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "model/param_count.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace fs = std::filesystem;
 
