@@ -106,7 +106,7 @@ int run_generation(const Options& o, moe::LoadedCheckpoint& ck) {
       };
     }
     const auto results = generate(session, batch, o.max_new_tokens, o.sampling, tok.eos_id(),
-                                  stream);
+                                  stream, nullptr, static_cast<int64_t>(first));
     if (!from_file) {
       std::fputs("\n", stdout);
       continue;

@@ -11,11 +11,11 @@ std::vector<GenerationResult> generate(DecodeSession& session,
                                        const std::vector<std::vector<int32_t>>& prompts,
                                        int64_t max_new_tokens, const SamplingOptions& sampling,
                                        int32_t stop_id, const TokenCallback& on_token,
-                                       GenerationTiming* timing) {
+                                       GenerationTiming* timing, int64_t first_row) {
   MOE_USAGE_CHECK(max_new_tokens >= 1, "--max-new-tokens must be >= 1, got {}", max_new_tokens);
   using Clock = std::chrono::steady_clock;
   const int64_t B = static_cast<int64_t>(prompts.size());
-  Sampler sampler(sampling, B);
+  Sampler sampler(sampling, B, first_row);
   auto t0 = Clock::now();
   session.start(prompts);
   if (timing != nullptr) {

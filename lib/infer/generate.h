@@ -24,11 +24,14 @@ struct GenerationTiming {
 // Called with (row, token) for each token as it is chosen (streaming).
 using TokenCallback = std::function<void(int64_t row, int32_t token)>;
 
-// stop_id < 0: never stop early. max_new_tokens >= 1 (usage error otherwise).
+// stop_id < 0: never stop early. max_new_tokens >= 1 (usage error otherwise). Row b samples from
+// the random stream of sequence first_row + b (sampler.h), so a prompt's sampled tokens do not
+// depend on how a prompt file is cut into batches.
 std::vector<GenerationResult> generate(DecodeSession& session,
                                        const std::vector<std::vector<int32_t>>& prompts,
                                        int64_t max_new_tokens, const SamplingOptions& sampling,
                                        int32_t stop_id, const TokenCallback& on_token = {},
-                                       GenerationTiming* timing = nullptr);
+                                       GenerationTiming* timing = nullptr,
+                                       int64_t first_row = 0);
 
 }  // namespace moe::infer

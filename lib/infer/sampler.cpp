@@ -82,9 +82,9 @@ std::vector<double> sampling_distribution(const float* logits, int64_t vocab,
   return dist;
 }
 
-Sampler::Sampler(const SamplingOptions& o, int64_t rows) : opt_(o) {
+Sampler::Sampler(const SamplingOptions& o, int64_t rows, int64_t first_row) : opt_(o) {
   validate_sampling(o);
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = first_row; r < first_row + rows; ++r) {
     rng_.emplace_back(splitmix64(o.seed ^ splitmix64(static_cast<uint64_t>(r) + 1)));
   }
 }

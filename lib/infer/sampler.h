@@ -31,7 +31,8 @@ std::vector<double> sampling_distribution(const float* logits, int64_t vocab,
 
 class Sampler {
  public:
-  Sampler(const SamplingOptions& o, int64_t rows);
+  // Rows 0 .. rows-1 draw from the streams of sequences first_row .. first_row + rows - 1.
+  Sampler(const SamplingOptions& o, int64_t rows, int64_t first_row = 0);
   // Chooses the next token of `row` from its logits [vocab].
   int32_t sample(int64_t row, const float* logits, int64_t vocab);
 
