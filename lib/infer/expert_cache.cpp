@@ -205,20 +205,20 @@ void ExpertCache::issue_prefetch(int64_t m, const std::vector<int32_t>& idx, int
     const int64_t e = idx[t * top_k_];  // the router lists the top-scored expert first
     for (int64_t v = 0; v < E; ++v) score[v] += next_given_top1_[(m * E + e) * E + v];
   }
-  std::vector<int64_t> cand;
+  // The predicted set: the experts of highest score, as many as the next layer will need at most
+  // (N * k) and the cache holds; read those not resident.
+  std::vector<int64_t> ranked;
   for (int64_t v = 0; v < E; ++v) {
-    if (score[v] > 0 && slots_[next][v].last_use < 0) cand.push_back(v);
+    if (score[v] > 0) ranked.push_back(v);
   }
-  std::sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) {
+  std::sort(ranked.begin(), ranked.end(), [&](int64_t a, int64_t b) {
     return score[a] > score[b] || (score[a] == score[b] && a < b);
   });
-  // As many as the next layer will need at most (N * k), and never more than the cache holds.
-  const int64_t want = std::min<int64_t>({static_cast<int64_t>(cand.size()), N * top_k_,
-                                          capacity_});
-  cand.resize(static_cast<size_t>(want));
-  // Victims by LRU among the resident experts not predicted (chosen now, blind to the demand).
+  ranked.resize(static_cast<size_t>(std::min<int64_t>(
+      {static_cast<int64_t>(ranked.size()), N * top_k_, capacity_})));
   std::vector<uint8_t> predicted(static_cast<size_t>(E), 0);
-  for (int64_t v = 0; v < E; ++v) predicted[v] = score[v] > 0 ? 1 : 0;
+  for (int64_t v : ranked) predicted[v] = 1;
+  // Victims by LRU among the resident experts not predicted (chosen now, blind to the demand).
   std::vector<int64_t> lru;
   for (int64_t v = 0; v < E; ++v) {
     if (slots_[next][v].last_use >= 0 && !predicted[v]) lru.push_back(v);
@@ -226,18 +226,21 @@ void ExpertCache::issue_prefetch(int64_t m, const std::vector<int32_t>& idx, int
   std::sort(lru.begin(), lru.end(), [&](int64_t a, int64_t b) {
     return slots_[next][a].last_use < slots_[next][b].last_use;
   });
-  const int64_t free_slots = capacity_ - resident(next);
+  int64_t free_slots = capacity_ - resident(next);
   Pending p;
   p.layer = next;
-  for (size_t i = 0, v = 0; i < cand.size(); ++i) {
-    if (static_cast<int64_t>(i) < free_slots) {
-      p.experts.push_back(cand[i]);
-      p.victims.push_back(cand[i]);  // evicting a non-resident expert is a no-op re-poisoning
+  size_t used_victims = 0;
+  for (int64_t v : ranked) {
+    if (slots_[next][v].last_use >= 0) continue;  // already resident
+    if (free_slots > 0) {
+      --free_slots;
+      p.experts.push_back(v);
+      p.victims.push_back(v);  // no victim: evicting a non-resident expert only re-poisons it
       continue;
     }
-    if (v >= lru.size()) break;
-    p.experts.push_back(cand[i]);
-    p.victims.push_back(lru[v++]);
+    if (used_victims >= lru.size()) break;
+    p.experts.push_back(v);
+    p.victims.push_back(lru[used_victims++]);
   }
   if (p.experts.empty()) return;
   const std::vector<int64_t> experts = p.experts;
