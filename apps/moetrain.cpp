@@ -1,4 +1,4 @@
-// moetrain: pretrains a sparse MoE transformer (SPEC §1-§2) on text corpora.
+// moetrain: pretrains a sparse MoE transformer (docs/model.md §1-§2) on text corpora.
 //
 //   moetrain --config configs/quickstart.yaml [--set key.path=value ...] [--losses lb,sp,cp]
 //   moetrain --resume runs/quickstart            (continues the run bit-identically)

@@ -9,7 +9,7 @@
 #   DIR/zeroshot/             moeeval --task-dir DIR/zeroshot: hellaswag, piqa, arc_easy,
 #                             arc_challenge, openbookqa, winogrande, boolq, sciq, lambada_openai,
 #                             copa, and MMLU as user tasks mmlu.jsonl + mmlu_<subject>.jsonl
-#   DIR/c4/train.jsonl        C4 (en) training shards 00000.. (356k documents, ~0.8 GB each)
+#   DIR/c4/train.jsonl        C4 (en) training shards 00000.. (~356k documents, ~0.3 GB compressed each)
 #   DIR/c4/valid.jsonl        C4 (en) validation shard 00000 (45k documents)
 #   Train with: --set 'data.train=[DIR/c4/train.jsonl]' --set 'data.valid=[DIR/c4/valid.jsonl]'
 #

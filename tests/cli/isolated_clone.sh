@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The repository works alone: a fresh `git clone` of the committed HEAD, with no ../shared beside
-# it, holds every path its configs name, and nothing in it names ../shared.
+# The repository works alone: a fresh `git clone` of the committed HEAD, with no `shared` folder
+# beside it (where the development checkouts keep data the repository must not depend on), holds
+# every path its configs name, and no file in it names that sibling folder.
 #   - every configs/*.yaml passes `moetrain --config X --dry-run` run from the clone's root
 #     (--dry-run checks every data.train / data.valid / data.tokenizer path, lib/train/run_setup.h);
 #   - `git grep '\.\./shared'` finds nothing in the clone.
@@ -29,13 +30,14 @@ trap 'rm -rf "$ROOT"' EXIT
 # of hard-linking the source's object store; the clone therefore holds only committed content.
 git clone --quiet --no-local --no-checkout "$SOURCE_DIR" "$REPO"
 git -C "$REPO" -c advice.detachedHead=false checkout --quiet "$HEAD"
-[ ! -e "$ROOT/shared" ] || fail "$ROOT/shared exists; the clone must have nothing beside it"
-[ ! -e "$REPO/../shared" ] || fail "$REPO/../shared exists"
-echo "isolated_clone: cloned $HEAD into $REPO (no ../shared beside it)"
+SIBLING="$(dirname "$REPO")/shared"
+[ ! -e "$SIBLING" ] || fail "$SIBLING exists; the clone must have nothing beside it"
+echo "isolated_clone: cloned $HEAD into $REPO (no $SIBLING)"
 
-# Nothing in the repository names ../shared.
+# No file of the repository names the sibling folder (the pattern matches two dots, a slash and
+# the folder name; written escaped so that this script does not match itself).
 if hits="$(git -C "$REPO" grep -n '\.\./shared')"; then
-  fail "the repository names ../shared:"$'\n'"$hits"
+  fail "files of the repository name the sibling shared folder:"$'\n'"$hits"
 fi
 
 # Every config's paths exist in the clone alone.

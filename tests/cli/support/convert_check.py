@@ -239,6 +239,10 @@ want = {
 want["mmlu"] = want["mmlu_astronomy"] + want["mmlu_college_physics"]  # subjects in name order
 for task in TASKS:
     check_docs(task, got[task], want[task])
+ALL = os.path.join(WORK, "dump-all")
+run([MOEEVAL, "--dump-requests", ALL, "--task-dir", OUT, "--log-level", "error", "--tasks", "all,mmlu"])
+if sorted(os.listdir(ALL)) != sorted(t + ".jsonl" for t in TASKS[:10] + ["mmlu"]):
+    fail(f"--tasks all,mmlu (the README's command) read {sorted(os.listdir(ALL))}")
 print(f"convert_check: upstream-format fixtures: {len(TASKS)} tasks converted and read by moeeval")
 
 # ---- 2. the shipped files that are in upstream format ----------------------------------------
