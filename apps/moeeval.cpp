@@ -13,7 +13,7 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/omp_wait_policy.h"
-#include "eval/eval_checkpoint.h"
+#include "checkpoint/model_checkpoint.h"
 #include "eval/moe_scoring.h"
 #include "eval/report_table.h"
 #include "eval/task_readers.h"
@@ -57,7 +57,7 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
                                      moe::Backend& backend) {
   using namespace moe::eval;
   const auto t0 = std::chrono::steady_clock::now();
-  EvalCheckpoint ck = load_eval_checkpoint(dir, backend, o.batch_size);
+  moe::LoadedCheckpoint ck = moe::load_model_checkpoint(dir, backend, o.batch_size);
   MoeScoring model(*ck.model, o.batch_size);
   const moe::data::Tokenizer& tok = *ck.tokenizer;
   const Encoder encode = [&tok](const std::string& s) { return tok.encode(s); };

@@ -18,7 +18,7 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/omp_wait_policy.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "train/corpus_data.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"

@@ -15,7 +15,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "support/paths.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 

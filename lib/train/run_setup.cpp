@@ -12,7 +12,7 @@
 
 #include "data/corpus.h"
 #include "model/param_count.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace fs = std::filesystem;
 

@@ -1,4 +1,4 @@
-// Loading a checkpoint for evaluation: its config, a MoeModel with its weights built for
+// Loading a checkpoint for evaluation or inference: its config, a MoeModel with its weights built for
 // rows x max_seq_len tokens, and its tokenizer. The model is built with the "sp" statistic
 // switched on (MoeModel
 // computes the co-activated cos^2 only when its LossConfig has sp), so the routing overlap is
@@ -13,9 +13,9 @@
 #include "data/tokenizer.h"
 #include "model/model.h"
 
-namespace moe::eval {
+namespace moe {
 
-struct EvalCheckpoint {
+struct LoadedCheckpoint {
   std::string dir;   // the checkpoint directory actually read
   Config config;
   std::unique_ptr<MoeModel> model;
@@ -25,6 +25,6 @@ struct EvalCheckpoint {
 
 // Usage errors (exit 2) name the directory and what is missing: no such directory, no
 // config.yaml / model.safetensors / tokenizer.model, a manifest that does not match.
-EvalCheckpoint load_eval_checkpoint(const std::string& dir, Backend& backend, int64_t rows);
+LoadedCheckpoint load_model_checkpoint(const std::string& dir, Backend& backend, int64_t rows);
 
-}  // namespace moe::eval
+}  // namespace moe

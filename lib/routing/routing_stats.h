@@ -39,7 +39,7 @@
 
 #include "model/model.h"
 
-namespace moe::eval {
+namespace moe::routing {
 
 struct LayerRoutingStats {
   int64_t layer = 0;  // transformer layer index
@@ -112,4 +112,4 @@ class RoutingAccumulator {
 // and P(v|e)) only with include_matrices. NaN becomes null.
 nlohmann::json routing_summary_to_json(const RoutingSummary& s, bool include_matrices = true);
 
-}  // namespace moe::eval
+}  // namespace moe::routing
