@@ -14,8 +14,8 @@
 #   Train with: --set 'data.train=[DIR/c4/train.jsonl]' --set 'data.valid=[DIR/c4/valid.jsonl]'
 #
 # The URLs are listed below and in data/README.md ("Full-size data"). The conversion step is
-# tested in ctest (cli_fetch_data_convert) on small files in each upstream format; the download
-# step is not tested (the development machines have no network).
+# tested in ctest (cli_fetch_data_convert) on small files in each upstream format, and this script
+# with a stand-in curl serving them; the real downloads are not tested (no network there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
