@@ -76,9 +76,9 @@ struct RoutingSummary {
 
 class RoutingAccumulator {
  public:
-  // MoeModel computes LayerRouting::sp_value only when its LossConfig has "sp". Pass false when
-  // the routing comes from a model without it: overlap is then reported as NaN (unmeasured),
-  // never as a misleading 0.
+  // Pass false when the routing comes from a source that did not measure LayerRouting::sp_value
+  // (e.g. a routing trace, which holds only expert ids): overlap is then reported as NaN
+  // (unmeasured), never as a misleading 0.
   explicit RoutingAccumulator(bool overlap_measured = true) : overlap_measured_(overlap_measured) {}
   // Adds one forward pass. `keep`, when non-empty, has one entry per token (n_tokens of every
   // layer) and excludes tokens whose entry is 0 (padding). Every call must have the same MoE
