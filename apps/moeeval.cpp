@@ -92,7 +92,7 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
   for (const auto& f : o.routing_traces) {
     const moe::routing::RoutingTrace trace = moe::routing::read_trace(f);
     moe::routing::check_trace_model(trace, fingerprint, f);
-    moe::routing::RoutingAccumulator acc;
+    moe::routing::RoutingAccumulator acc(/*overlap_measured=*/false);  // ids only
     acc.add(moe::routing::trace_as_routing(trace));
     RoutingEvalResult res;
     res.source = f + " (trace)";

@@ -27,7 +27,8 @@
 namespace {
 
 struct Options {
-  std::string checkpoint, prompt, prompt_file, device = "cpu", log_level = "warn", out_format = "md";
+  std::string checkpoint, prompt, prompt_file, device = "cpu", log_level = "warn";
+  std::string out_format = "md";
   std::string trace_out, calibration, heldout, prefetch = "none", jsonl_field = "text";
   std::vector<std::string> text, placements;
   std::vector<int64_t> devices, bench_p{128}, bench_n{128}, bench_b{1};
@@ -130,7 +131,8 @@ int run(const Options& o) {
   const bool gen = !o.prompt.empty() || !o.prompt_file.empty();
   const int modes = (gen ? 1 : 0) + (o.bench ? 1 : 0) + (!o.trace_out.empty() ? 1 : 0) +
                     (!o.placements.empty() ? 1 : 0);
-  MOE_USAGE_CHECK(modes == 1, "give exactly one mode: --prompt TEXT / --prompt-file F, --bench, --trace OUT "
+  MOE_USAGE_CHECK(modes == 1, "give exactly one mode: --prompt TEXT / --prompt-file F, --bench, "
+                  "--trace OUT "
                   "--text FILE..., or --placement KINDS --devices P --calibration T --heldout T");
   MOE_USAGE_CHECK(o.prompt.empty() || o.prompt_file.empty(), "give --prompt or --prompt-file, "
                   "not both");

@@ -57,7 +57,9 @@ RoutingTrace grouped_trace(int64_t M, int64_t E, int64_t k, int64_t groups, int6
     for (int64_t m = 0; m < M; ++m) {
       std::vector<int64_t> pool;
       const bool random = std::uniform_real_distribution<double>(0, 1)(rng) < noise;
-      for (int64_t j = 0; j < (random ? E : per); ++j) pool.push_back(random ? j : perm[m][g * per + j]);
+      for (int64_t j = 0; j < (random ? E : per); ++j) {
+        pool.push_back(random ? j : perm[m][g * per + j]);
+      }
       std::shuffle(pool.begin(), pool.end(), rng);
       for (int64_t j = 0; j < k; ++j) t.experts.push_back(static_cast<uint16_t>(pool[j]));
     }

@@ -125,7 +125,9 @@ Placement round_robin_placement(int64_t M, int64_t E, int64_t P) {
   check_devices(E, P);
   Placement p = empty_placement("round-robin", M, E, P);
   for (int64_t m = 0; m < M; ++m) {
-    for (int64_t e = 0; e < E; ++e) p.device[static_cast<size_t>(m * E + e)] = static_cast<int32_t>(e % P);
+    for (int64_t e = 0; e < E; ++e) {
+      p.device[static_cast<size_t>(m * E + e)] = static_cast<int32_t>(e % P);
+    }
   }
   return p;
 }
@@ -185,7 +187,9 @@ Placement path_aware_placement(const TransitionGraph& g, int64_t devices, int64_
                                        options, &objval, part.data());
     MOE_CHECK(rc == METIS_OK, "placement: METIS_PartGraphKway failed (code {}) on {} nodes, {} "
               "constraints, {} parts", rc, n, M, P);
-    for (int64_t i = 0; i < n; ++i) p.device[static_cast<size_t>(i)] = static_cast<int32_t>(part[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      p.device[static_cast<size_t>(i)] = static_cast<int32_t>(part[i]);
+    }
     repair_balance(g, p);
     refine_by_swaps(g, p);
   } else if (P > 1) {
