@@ -5,7 +5,6 @@
 // generation and --bench. Exit codes: 0 ok, 2 usage / input error, 1 runtime failure.
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <optional>
 
@@ -20,8 +19,8 @@
 #include "core/omp_wait_policy.h"
 #include "infer/bench.h"
 #include "infer/expert_cache.h"
-#include "infer/generate.h"
 #include "infer/placement_report.h"
+#include "infer/prompt_run.h"
 #include "infer/trace_record.h"
 
 namespace {
@@ -39,34 +38,6 @@ struct Options {
   int threads = 0;
 };
 
-std::vector<std::string> read_prompt_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MOE_USAGE_CHECK(f.good(), "--prompt-file {}: cannot open", path);
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(f, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    MOE_USAGE_CHECK(!line.empty(), "--prompt-file {}: line {} is an empty prompt", path,
-                    lines.size() + 1);
-    lines.push_back(line);
-  }
-  MOE_USAGE_CHECK(!lines.empty(), "--prompt-file {}: no prompt", path);
-  return lines;
-}
-
-// Tokens of a prompt as the model saw text in training: eos (the document separator) first.
-std::vector<int32_t> encode_prompt(const moe::data::Tokenizer& tok, const std::string& text,
-                                   const std::string& where, int64_t max_seq) {
-  MOE_USAGE_CHECK(!text.empty(), "{}: empty prompt", where);
-  std::vector<int32_t> ids{tok.eos_id()};
-  const std::vector<int32_t> body = tok.encode(text);
-  ids.insert(ids.end(), body.begin(), body.end());
-  MOE_USAGE_CHECK(static_cast<int64_t>(ids.size()) <= max_seq, "{}: the prompt has {} tokens "
-                  "(with the leading eos), longer than the model's max_seq_len {}", where,
-                  ids.size(), max_seq);
-  return ids;
-}
-
 std::optional<moe::routing::TransitionGraph> calibration_graph(const Options& o, uint64_t fp) {
   if (o.calibration.empty()) return std::nullopt;
   const moe::routing::RoutingTrace t = moe::routing::read_trace(o.calibration);
@@ -75,53 +46,24 @@ std::optional<moe::routing::TransitionGraph> calibration_graph(const Options& o,
 }
 
 int run_generation(const Options& o, moe::LoadedCheckpoint& ck) {
-  using namespace moe::infer;
-  const moe::data::Tokenizer& tok = *ck.tokenizer;
-  const int64_t max_seq = ck.config.model.max_seq_len;
   const bool from_file = !o.prompt_file.empty();
-  std::vector<std::string> texts = from_file ? read_prompt_file(o.prompt_file)
-                                             : std::vector<std::string>{o.prompt};
-  std::vector<std::vector<int32_t>> prompts;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    prompts.push_back(encode_prompt(tok, texts[i], from_file ? o.prompt_file + ":" +
-                                    std::to_string(i + 1) : "--prompt", max_seq));
+  std::vector<std::string> texts, sources;
+  if (from_file) {
+    texts = moe::infer::read_prompt_file(o.prompt_file);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      sources.push_back(o.prompt_file + ":" + std::to_string(i + 1));
+    }
+  } else {
+    texts = {o.prompt};
+    sources = {"--prompt"};
   }
-  DecodeSession session(*ck.model, o.batch_size);
-  session.set_stepwise_prompts(o.expert_cache > 0);
-  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(o.batch_size)) {
-    const size_t last = std::min(prompts.size(), first + static_cast<size_t>(o.batch_size));
-    std::vector<std::vector<int32_t>> batch(prompts.begin() + first, prompts.begin() + last);
-    std::vector<int32_t> streamed;
-    std::string shown;
-    TokenCallback stream;
-    if (!from_file) {  // print each piece as it comes (decoding the whole tail keeps UTF-8 whole)
-      std::fputs(o.prompt.c_str(), stdout);
-      stream = [&](int64_t, int32_t t) {
-        streamed.push_back(t);
-        const std::string text = tok.decode(streamed);
-        if (text.size() > shown.size() && text.compare(0, shown.size(), shown) == 0) {
-          std::fputs(text.c_str() + shown.size(), stdout);
-          std::fflush(stdout);
-          shown = text;
-        }
-      };
-    }
-    const auto results = generate(session, batch, o.max_new_tokens, o.sampling, tok.eos_id(),
-                                  stream, nullptr, static_cast<int64_t>(first));
-    if (!from_file) {
-      std::fputs("\n", stdout);
-      continue;
-    }
-    for (size_t i = 0; i < results.size(); ++i) {
-      nlohmann::json j = {{"prompt", texts[first + i]},
-                          {"completion", tok.decode(results[i].tokens)},
-                          {"prompt_tokens", batch[i].size()},
-                          {"completion_tokens", results[i].tokens.size()},
-                          {"finish_reason", results[i].finish_reason}};
-      std::printf("%s\n", j.dump().c_str());
-    }
-    std::fflush(stdout);
-  }
+  moe::infer::PromptRunOptions po;
+  po.max_new_tokens = o.max_new_tokens;
+  po.batch_size = o.batch_size;
+  po.sampling = o.sampling;
+  po.stepwise_prompts = o.expert_cache > 0;
+  moe::infer::run_prompts(*ck.model, *ck.tokenizer, texts, sources, /*stream=*/!from_file, po,
+                          stdout);
   return 0;
 }
 
