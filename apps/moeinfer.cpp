@@ -138,9 +138,9 @@ int run(const Options& o) {
   bo.gen_lengths = o.bench_n;
   bo.batch_sizes = o.bench_b;
   bo.repetitions = o.bench_r;
+  const auto results = moe::infer::run_bench(*ck.model, backend, bo, cache.get());
   std::fprintf(stderr, "bench: measuring memory bandwidth\n");
   const double bw = moe::infer::measure_copy_bandwidth();
-  const auto results = moe::infer::run_bench(*ck.model, backend, bo, cache.get());
   const std::string header = fmt::format(
       "moeinfer --bench: {} ({} {}, {} params, {} active), {} device, {} threads{}", ck.dir,
       mc.arch, mc.n_experts, ck.model->n_params_total(), ck.model->n_params_active(), o.device,
