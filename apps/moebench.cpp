@@ -8,6 +8,7 @@
 //
 //   moebench --preset small|0.4b [--config FILE.yaml] [--set key=value ...] [--device cuda]
 //            [--dtype bf16] [--steps 20] [--warmup 3] [--json out.json]
+//            (--set train.attention=native|cudnn selects the attention implementation)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -210,11 +211,15 @@ int run(int argc, char** argv) {
   MOE_USAGE_CHECK(cfg.model.vocab_size > 0, "moebench needs model.vocab_size > 0 (no tokenizer "
                   "is loaded); set it with --set model.vocab_size=N");
   auto backend = make_backend(opt.device);
+  // --set train.attention=native|cudnn picks the attention implementation (tools/bench_attention.sh
+  // runs the 0.4b preset with each).
+  backend->set_attention_impl(parse_attention_impl(cfg.train.attention, "train.attention"));
   DType dtype = opt.dtype == "bf16" ? DType::kBF16 : DType::kF32;
 
   nlohmann::json report;
   report["device"] = backend->name();
   report["dtype"] = opt.dtype;
+  report["attention"] = cfg.train.attention;
   report["preset"] = opt.config_path.empty() ? opt.preset : opt.config_path;
   report["batch_size"] = cfg.train.batch_size;
   report["seq_len"] = cfg.train.seq_len;

@@ -25,7 +25,7 @@ namespace {
 struct Options {
   std::vector<std::string> checkpoints, ppl, routing, routing_traces;
   std::string tasks, task_dir, out, device = "cpu", log_level = "info", jsonl_field = "text";
-  std::string dump_requests;
+  std::string dump_requests, attention = "auto";
   int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
   int threads = 0;
   bool no_kv_cache = false;
@@ -136,6 +136,7 @@ int run(const Options& o) {
   MOE_USAGE_CHECK(o.limit >= 0, "--limit must be >= 0, got {}", o.limit);
   const std::vector<moe::eval::Task> tasks = load_tasks(o);  // input errors before any model work
   auto backend = moe::make_backend(o.device, o.threads);
+  backend->set_attention_impl(moe::parse_attention_impl(o.attention, "--attention"));
   std::vector<moe::eval::CheckpointReport> reports;
   for (const auto& dir : o.checkpoints) reports.push_back(evaluate(dir, o, tasks, *backend));
   moe::eval::RunSettings settings;
@@ -197,6 +198,8 @@ int main(int argc, char** argv) {
                  "bootstrap resamples for lambada's perplexity stderr (harness default 100000)");
   app.add_option("--jsonl-field", o.jsonl_field, "text field of .jsonl corpora");
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
+  app.add_option("--attention", o.attention,
+                 "auto, native or cudnn (cuDNN fused attention on CUDA; auto = native for now)");
   app.add_option("--threads", o.threads, "CPU threads (0: all cores)");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, off");
   app.add_option("--dump-requests", o.dump_requests,

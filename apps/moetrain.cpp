@@ -64,6 +64,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
                   "least the tokenizer's {} tokens, found {}", data->vocab_size(),
                   cfg.model.vocab_size);
   auto backend = moe::make_backend(cfg.train.device, static_cast<int>(cfg.train.threads));
+  backend->set_attention_impl(moe::parse_attention_impl(cfg.train.attention, "train.attention"));
 
   moe::TrainerOptions topts;
   topts.resume_checkpoint = checkpoint;

@@ -139,6 +139,7 @@ CudaBackend::~CudaBackend() {
   // Destructors must not throw: report and continue releasing.
   if (cudaStreamSynchronize(stream_) != cudaSuccess)
     spdlog::error("cuda:{}: stream failed while shutting down", device_);
+  cudnn_.reset();  // its plans and handle, before the stream they run on
   for (void* p : scratch_ptr_) cudaFree(p);
   cudaFree(error_flag_);
   cudaFree(gemm_workspace_);
@@ -148,6 +149,10 @@ CudaBackend::~CudaBackend() {
 }
 
 bool CudaBackend::supports(OpKind op, DType dtype) const {
+  const bool attention_op = op == OpKind::attention_forward || op == OpKind::attention_backward ||
+                            op == OpKind::attention_forward_cached;
+  // cuDNN fused attention takes bf16 only (cudnn_attention.h).
+  if (attention_op && attention_impl_ == AttentionImpl::kCudnn) return dtype == DType::kBF16;
   if (dtype == DType::kF32) return true;
   switch (op) {
     case OpKind::fill:

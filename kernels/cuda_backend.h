@@ -20,12 +20,16 @@
 // Supported dtypes per op: kernels/README.md and supports().
 #pragma once
 #include <array>
+#include <initializer_list>
+#include <memory>
 #include <string>
 
 #include "backend/backend.h"
 #include "common.cuh"
 
 namespace moe {
+
+class CudnnAttention;  // cudnn_attention.h (built when MOE_WITH_CUDNN)
 
 class CudaBackend final : public Backend {
  public:
@@ -37,6 +41,9 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda:" + std::to_string(device_); }
   Device device() const override { return Device::kCuda; }
   bool supports(OpKind op, DType dtype) const override;
+  // kCudnn creates the cuDNN handle (a usage error when this build or this GPU has no cuDNN
+  // attention); kAuto and kNative run the native kernels of attention.cu.
+  void set_attention_impl(AttentionImpl impl) override;
   void set_debug_sync(bool on) { debug_sync_ = on; }
   cudaStream_t stream() const { return stream_; }
 
@@ -117,7 +124,10 @@ class CudaBackend final : public Backend {
 
  private:
   // Grow-only device scratch, one buffer per slot so one op can hold several at once.
-  enum ScratchSlot { kScratchA = 0, kScratchB = 1, kScratchSum = 2, kScratchSlots = 3 };
+  // kScratchCudnn: the cuDNN attention plans' workspace (cudnn_attention.h).
+  enum ScratchSlot {
+    kScratchA = 0, kScratchB = 1, kScratchSum = 2, kScratchCudnn = 3, kScratchSlots = 4
+  };
   void* scratch(ScratchSlot slot, size_t bytes);
   double* sum_partials() {
     return static_cast<double*>(scratch(kScratchSum, cuda::kSumBlocks * sizeof(double)));
@@ -125,6 +135,14 @@ class CudaBackend final : public Backend {
   // Called at the end of every op: with debug_sync, synchronise and raise on any error.
   void after_op(const char* op);
   void check_device_errors(const char* where);
+  // True when this attention call runs on cuDNN (train.attention: cudnn); a call cuDNN cannot
+  // run is then a usage error naming why. auto stays native until cuDNN has run on a GPU.
+  bool attention_on_cudnn(const AttnDims& dims, DType dtype,
+                          std::initializer_list<const void*> pointers, const char* op) const;
+  void cudnn_attention_forward_cached(Tensor& out, const Tensor& q, const Tensor& k,
+                                      const Tensor& v, const Tensor& k_cache,
+                                      const Tensor& v_cache, const Tensor& cache_start,
+                                      const Tensor& cache_len, const AttnDims& dims);
   // C = alpha * op(A) op(B) + beta * C in column-major cuBLAS terms (matmul.cu).
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a,
             int64_t lda, const void* b, int64_t ldb, void* c, int64_t ldc, DType ab_dtype,
@@ -140,6 +158,9 @@ class CudaBackend final : public Backend {
   int* error_flag_ = nullptr;  // device int, see cuda::DeviceError
   std::array<void*, kScratchSlots> scratch_ptr_{};
   std::array<size_t, kScratchSlots> scratch_bytes_{};
+  // shared_ptr: its deleter is bound where the object is made (only in cuDNN builds), so builds
+  // without cudnn_attention.cpp never reference ~CudnnAttention.
+  std::shared_ptr<CudnnAttention> cudnn_;
 };
 
 }  // namespace moe

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "backend/backend.h"
 #include "config/cli.h"
 #include "config/config.h"
 #include "core/error.h"
@@ -89,7 +90,7 @@ TEST(Config, RoundTripKeepsEveryValue) {
 TEST(Config, DumpWritesEveryKey) {
   const std::string yaml = config_to_yaml(Config{});
   for (const char* key : {"arch:", "capacity_factor:", "bias_gamma:", "jsonl_field:", "shuffle:",
-                          "recompute:", "keep_last:", "tokenizer_train_bytes:"}) {
+                          "recompute:", "attention:", "keep_last:", "tokenizer_train_bytes:"}) {
     EXPECT_NE(yaml.find(key), std::string::npos) << key;
   }
 }
@@ -169,6 +170,13 @@ TEST(Config, OutOfRangeValuesNameTheKey) {
       {"train: {device: 'cuda:x'}", "train.device"},
       {"train: {dtype: fp16}", "train.dtype: expected one of fp32, bf16"},
       {"train: {dtype: bf16, device: cpu}", "train.dtype: 'bf16' needs a CUDA device"},
+      {"train: {attention: flash}", "train.attention: expected one of auto, native, cudnn, "
+                                    "found 'flash'"},
+      {"train: {attention: cudnn}", "train.attention: 'cudnn' needs a CUDA device"},
+      {"train: {attention: cudnn, device: cuda}", "train.attention: 'cudnn' needs train.dtype "
+                                                  "'bf16'"},
+      {"train: {attention: cudnn, device: cuda, dtype: bf16}\nmodel: {d_model: 48, n_heads: 4, "
+       "n_kv_heads: 2}", "train.attention: 'cudnn' needs a head dimension that is a multiple of 8"},
       {"train: {beta2: 1.0}", "train.beta2: expected a value in [0, 1)"},
       {"train: {min_lr_ratio: 1.5}", "train.min_lr_ratio: expected a value in [0, 1]"},
       {"train: {seq_len: 256}", "train.seq_len: expected a value <= model.max_seq_len (128)"},
@@ -276,6 +284,29 @@ TEST_F(Cli, FallbackConfigFromResume) {
   Config cfg = resolve_config(opts_, path);
   EXPECT_DOUBLE_EQ(cfg.train.lr, 0.25);
   EXPECT_EQ(cfg.train.max_steps, 7);
+}
+
+// train.attention: auto by default (and auto is native everywhere until cuDNN has run on a GPU);
+// cudnn parses on a CUDA bf16 config; the CPU backend refuses cudnn with a usage error.
+TEST(Config, AttentionDefaultsToAutoAndParsesCudnn) {
+  EXPECT_EQ(Config{}.train.attention, "auto");
+  Config cfg = from_yaml("train: {attention: cudnn, device: cuda, dtype: bf16}\n");
+  EXPECT_EQ(cfg.train.attention, "cudnn");
+  EXPECT_EQ(parse_attention_impl(cfg.train.attention, "train.attention"), AttentionImpl::kCudnn);
+  EXPECT_EQ(parse_attention_impl("native", "x"), AttentionImpl::kNative);
+  EXPECT_EQ(parse_attention_impl("auto", "x"), AttentionImpl::kAuto);
+  std::string msg = usage_error([] { parse_attention_impl("flash", "--set train.attention"); });
+  EXPECT_NE(msg.find("--set train.attention: expected one of auto, native, cudnn, found 'flash'"),
+            std::string::npos) << msg;
+}
+
+TEST(Config, CudnnAttentionOnTheCpuBackendIsAUsageError) {
+  auto cpu = make_backend("cpu", 1);
+  cpu->set_attention_impl(AttentionImpl::kNative);
+  EXPECT_EQ(cpu->attention_impl(), AttentionImpl::kNative);
+  std::string msg = usage_error([&] { cpu->set_attention_impl(AttentionImpl::kCudnn); });
+  EXPECT_NE(msg.find("train.attention: 'cudnn' needs the CUDA backend"), std::string::npos) << msg;
+  EXPECT_EQ(cpu->attention_impl(), AttentionImpl::kNative);  // unchanged by the refused call
 }
 
 }  // namespace

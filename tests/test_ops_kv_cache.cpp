@@ -268,5 +268,17 @@ TEST(AttentionCached, RejectsSpansOutsideTheCacheAndBadShapes) {
                Error);
 }
 
+// AttnDims::cache_len_max is a promise of the caller (lib/model passes the longest prefix of the
+// pass; the cuDNN path sizes its gathered keys by it): a prefix above it is an error.
+TEST(AttentionCached, RejectsPrefixesAboveTheCallersBound) {
+  CpuBackend be(1);
+  const AttnDims d = dims(2, 3, 2, 1, 4);
+  CachedCase c = make_case(d, 10, {0, 1}, {2, 9}, 402);
+  c.d.cache_len_max = 9;
+  EXPECT_NO_THROW(run_cached(be, c, kF32));
+  c.d.cache_len_max = 8;
+  EXPECT_THROW(run_cached(be, c, kF32), Error);
+}
+
 }  // namespace
 }  // namespace moe

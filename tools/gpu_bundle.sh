@@ -30,7 +30,7 @@ if [ "${SKIP_BUILD:-0}" = 1 ]; then  # package an existing CUDA build as it is
 else
   command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc not found (install CUDA 13)" >&2; exit 1; }
   cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA=ON -DMOE_WERROR=ON \
-    -DMOE_CUDA_ARCHS="80;90" >/dev/null
+    -DMOE_CUDNN=ON -DMOE_CUDA_ARCHS="80;90" >/dev/null
   cmake --build "$BUILD" -j "$JOBS"
 fi
 
@@ -46,6 +46,8 @@ strip_copy() {  # strip_copy SRC DEST_DIR
 for app in moetrain moeeval moeinfer moebench; do
   [ -x "$BUILD/apps/$app" ] && strip_copy "$BUILD/apps/$app" "$STAGE/bin"
 done
+# The attention benchmark (tools/bench_attention.sh, which is copied to tools/ below).
+[ -x "$BUILD/bench_attention" ] && strip_copy "$BUILD/bench_attention" "$STAGE/bin"
 # Every test executable (gpu tests first in run.sh; the cpu ones too while the budget allows).
 for t in "$BUILD"/tests/test_*; do
   [ -f "$t" ] && [ -x "$t" ] && strip_copy "$t" "$STAGE/tests"
@@ -85,6 +87,7 @@ fi
 [ -d "$SRC/configs" ] && cp -r "$SRC/configs" "$OUT/configs"
 cp "$SRC/tools/gpu_run.sh" "$OUT/run.sh"
 cp "$SRC/tools/bench_torch.py" "$OUT/tools/"
+cp "$SRC/tools/bench_attention.sh" "$OUT/tools/"
 git -C "$SRC" rev-parse HEAD > "$OUT/COMMIT" 2>/dev/null || echo unknown > "$OUT/COMMIT"
 contents="$(ls "$STAGE/bin" | wc -l) apps, $(ls "$STAGE/tests" | wc -l) test executables, $(ls "$STAGE/lib" | wc -l) libraries"
 ( cd "$STAGE" && find bin tests lib -type f | sort ) > "$OUT/CONTENTS"

@@ -22,3 +22,38 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
   echo "setup: all Debian packages already installed"
 fi
+
+# cudnn-frontend: the header-only C++ graph API of cuDNN that the CUDA backend's fused attention
+# (kernels/cudnn_attention.cpp) is written against. Debian does not package it; PyPI's
+# nvidia-cudnn-frontend wheel ships the same headers (include/), so they are unpacked from there
+# into third_party/cudnn_frontend (ignored by git). Only where the CUDA toolkit is installed.
+CUDNN_FRONTEND_VERSION=1.32.0
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+FE_DIR="$ROOT/third_party/cudnn_frontend"
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  if [ "$(cat "$FE_DIR/VERSION" 2>/dev/null)" != "$CUDNN_FRONTEND_VERSION" ]; then
+    python3 -m pip --version >/dev/null 2>&1 || {
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip
+    }
+    tmp=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" \
+      "nvidia-cudnn-frontend==$CUDNN_FRONTEND_VERSION"
+    rm -rf "$FE_DIR"
+    python3 - "$tmp" "$FE_DIR" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "nvidia_cudnn_frontend-*.whl"))[0]
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith("include/") and not n.endswith("/")]
+    if not any(n == "include/cudnn_frontend.h" for n in names):
+        sys.exit(f"setup: {wheel} has no include/cudnn_frontend.h")
+    for n in names + [n for n in z.namelist() if n.endswith("LICENSE-MIT.txt")]:
+        z.extract(n, sys.argv[2])
+PY
+    echo "$CUDNN_FRONTEND_VERSION" > "$FE_DIR/VERSION"
+    rm -rf "$tmp"
+    echo "setup: cudnn-frontend $CUDNN_FRONTEND_VERSION headers in $FE_DIR/include"
+  else
+    echo "setup: cudnn-frontend $CUDNN_FRONTEND_VERSION headers already in $FE_DIR"
+  fi
+fi

@@ -37,7 +37,22 @@ std::vector<OpKind> all_ops();
 // Dimensions of one attention call: q is [B*T, H*hd], k and v are [B*T, KV*hd].
 struct AttnDims {
   int64_t batch = 1, seq = 1, heads = 1, kv_heads = 1, head_dim = 1;
+  // attention_forward_cached only: an upper bound on every cache_len[b] that the caller knows on
+  // the host (-1: none given, the cache's row count bounds it). The cuDNN path sizes its gathered
+  // keys by it (a length above it is a device input error); the other paths ignore it.
+  int64_t cache_len_max = -1;
 };
+
+// Which attention implementation a backend runs (config key train.attention).
+//   kNative: the backend's own kernels (the only one on the CPU).
+//   kCudnn:  cuDNN's fused scaled-dot-product attention (CUDA backend, bf16, head_dim % 8 == 0
+//            and <= 128); a call it cannot run is an error, never a silent fallback.
+//   kAuto:   cuDNN where the shape, dtype and GPU allow it, else native. Resolves to native on
+//            every backend until the cuDNN path has passed its tests on a real GPU (docs/gpu.md).
+enum class AttentionImpl { kAuto, kNative, kCudnn };
+const char* attention_impl_name(AttentionImpl impl);  // "auto", "native", "cudnn"
+// "auto" | "native" | "cudnn"; anything else is a usage error naming `where` (e.g. the key).
+AttentionImpl parse_attention_impl(const std::string& value, const std::string& where);
 
 struct AdamWParams {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.0f;
@@ -51,6 +66,10 @@ class Backend {
   virtual std::string name() const = 0;  // "cpu", "cuda:0"
   virtual Device device() const = 0;
   virtual bool supports(OpKind op, DType dtype) const = 0;
+  // Selects the attention implementation of the attention ops (train.attention). Throws a usage
+  // error when this backend cannot run `impl` (the base class: anything but auto and native).
+  virtual void set_attention_impl(AttentionImpl impl);
+  AttentionImpl attention_impl() const { return attention_impl_; }
 
   // ---- memory and synchronisation ----------------------------------------------------------
   virtual Tensor empty(const Shape& shape, DType dtype) = 0;  // uninitialised
@@ -229,6 +248,9 @@ class Backend {
                           const Tensor& grad, const AdamWParams& hp) = 0;
   // out: [1] f32 += sum(grad^2) (accumulated in double internally where the backend can)
   virtual void global_norm_sq(Tensor& out, const Tensor& grad) = 0;
+
+ protected:
+  AttentionImpl attention_impl_ = AttentionImpl::kAuto;
 };
 
 // "cpu" (OpenMP + OpenBLAS) or "cuda" / "cuda:N". Throws moe::Error naming the available ones.

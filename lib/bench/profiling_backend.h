@@ -27,6 +27,10 @@ class ProfilingBackend final : public Backend {
   std::string name() const override { return inner_.name(); }
   Device device() const override { return inner_.device(); }
   bool supports(OpKind op, DType dtype) const override { return inner_.supports(op, dtype); }
+  void set_attention_impl(AttentionImpl impl) override {
+    inner_.set_attention_impl(impl);
+    attention_impl_ = impl;
+  }
   Tensor empty(const Shape& shape, DType dtype) override { return inner_.empty(shape, dtype); }
   void upload(Tensor& dst, const void* host, size_t bytes) override {
     inner_.upload(dst, host, bytes);

@@ -84,6 +84,9 @@ struct TrainConfig {
   double grad_clip = 1.0;          // 0: no clipping
   int64_t threads = 0;             // 0: all cores
   bool recompute = false;          // activation recomputation (CUDA, large configs)
+  // "auto", "native" or "cudnn": the attention implementation (backend.h AttentionImpl). auto is
+  // native until the cuDNN path has passed its tests on a GPU (docs/gpu.md).
+  std::string attention = "auto";
 };
 
 struct RunConfig {

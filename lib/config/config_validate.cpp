@@ -131,6 +131,16 @@ void validate_train(const TrainConfig& t, const ModelConfig& m) {
   MOE_USAGE_CHECK(!(t.dtype == "bf16" && dev == "cpu"),
                   "train.dtype: 'bf16' needs a CUDA device; the CPU backend computes in fp32 "
                   "(found train.device 'cpu')");
+  check_choice("train.attention", t.attention, {"auto", "native", "cudnn"});
+  if (t.attention == "cudnn") {
+    MOE_USAGE_CHECK(dev != "cpu", "train.attention: 'cudnn' needs a CUDA device (cuDNN fused "
+                    "attention); found train.device 'cpu' (use auto or native)");
+    MOE_USAGE_CHECK(t.dtype == "bf16", "train.attention: 'cudnn' needs train.dtype 'bf16' (cuDNN "
+                    "fused attention has no fp32 path); found '{}'", t.dtype);
+    const int64_t hd = m.resolved_head_dim();
+    MOE_USAGE_CHECK(hd % 8 == 0 && hd <= 128, "train.attention: 'cudnn' needs a head dimension "
+                    "that is a multiple of 8 and at most 128; model.head_dim resolves to {}", hd);
+  }
   check_min<int64_t>("train.seed", t.seed, 0);
   check_positive("train.batch_size", t.batch_size);
   check_positive("train.seq_len", t.seq_len);

@@ -72,7 +72,9 @@ void attention_forward_cached(ModelState& m, const ModelConfig& c, Backend& be, 
   project_qkv(be, c, layer, h_in, norm, rstd, q, k, v);
   be.rope_forward_offset(q, q, len, m.batch, m.seq, c.n_heads, hd, theta);
   be.rope_forward_offset(k, k, len, m.batch, m.seq, c.n_kv_heads, hd, theta);
-  be.attention_forward_cached(out, q, k, v, k_cache, v_cache, start, len, dims_of(m, c));
+  AttnDims dims = dims_of(m, c);
+  dims.cache_len_max = cache.span_len_max;
+  be.attention_forward_cached(out, q, k, v, k_cache, v_cache, start, len, dims);
   project_out(be, layer, h_in, out, h_mid);
 }
 

@@ -11,6 +11,8 @@
 //
 // The cache is separate from the activation buffers (which the next pass overwrites) and is
 // allocated on the first prefill: 2 x n_layers x cap_tokens x (kv_heads * head_dim) elements.
+#include <algorithm>
+
 #include "model/model_impl.h"
 
 namespace moe {
@@ -97,6 +99,7 @@ void MoeModel::forward_cached(const Batch& batch, const std::vector<int32_t>& ct
   Tensor span_len = head_rows(m.kv.span_len, batch.batch);
   be.upload_vec(span_start, start);
   be.upload_vec(span_len, ctx_len);
+  m.kv.span_len_max = ctx_len.empty() ? 0 : *std::max_element(ctx_len.begin(), ctx_len.end());
   if (!append) {
     layers_forward(m, cfg_, loss_cfg_, be, /*need_grad=*/false, &m.kv);
   } else {

@@ -64,6 +64,7 @@ struct KvCache {
   Tensor span_start, span_len; // [cap] i32
   int64_t batch = 0, seq = 0;  // shape of the last prefill (0: none)
   int64_t stride = 0;          // cache rows per context row (seq, or the generation reserve)
+  int32_t span_len_max = 0;    // max of span_len of the current pass (AttnDims::cache_len_max)
 };
 
 struct ModelState {

@@ -283,6 +283,9 @@ void CpuBackend::attention_forward_cached(Tensor& out, const Tensor& q, const Te
     MOE_CHECK(start[b] >= 0 && len[b] >= 0 && int64_t(start[b]) + len[b] <= C,
               "{}: row {} reads cache rows [{}, {} + {}) outside the {} cached rows", op, b,
               start[b], start[b], len[b], C);
+    MOE_CHECK(dims.cache_len_max < 0 || len[b] <= dims.cache_len_max,
+              "{}: row {} continues {} cached tokens, above the caller's bound cache_len_max {}",
+              op, b, len[b], dims.cache_len_max);
     work += dims.heads * dims.seq * (len[b] + dims.seq) * dims.head_dim;
   }
   const Layout L(dims);
