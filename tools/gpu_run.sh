@@ -13,22 +13,25 @@
 #   --tests      the gpu tests only (step 1 without the cpu tests): the first run on a new GPU
 #   --quick      gpu tests, sanitizer subset, small benchmark with fewer steps
 #   --sanitizer  step 2 only;   --bench  step 3 only
+#   --attention  only the attention benchmark, native vs cuDNN (tools/bench_attention.sh, issue 15;
+#                run --tests first: the cuDNN path has never run), into OUTDIR/attention
 # Seconds per step: TEST_TIMEOUT (each gpu test binary, default 270), SAN_TIMEOUT (each of the 3
 # sanitizer runs, default 180), BENCH_TIMEOUT (each of the 3 runs per preset, default 180).
 # PRESETS (default "small 0.4b") picks the benchmark presets: one preset per call fits 10 minutes.
 set -uo pipefail
 
-OUT=${1:?usage: run.sh OUTDIR [--tests|--quick|--sanitizer|--bench]}
+OUT=${1:?usage: run.sh OUTDIR [--tests|--quick|--sanitizer|--bench|--attention]}
 MODE=${2:-all}
 case "$MODE" in
-  all|--tests|--quick|--sanitizer|--bench) ;;
-  *) echo "run.sh: unknown mode '$MODE' (expected --tests, --quick, --sanitizer or --bench)" >&2
+  all|--tests|--quick|--sanitizer|--bench|--attention) ;;
+  *) echo "run.sh: unknown mode '$MODE' (expected --tests, --quick, --sanitizer, --bench or" \
+          "--attention)" >&2
      exit 2 ;;
 esac
 want() {  # want STEP: does MODE include step tests|cpu_tests|sanitizer|bench?
   case "$MODE:$1" in
     all:*|--tests:tests|--quick:tests|--quick:sanitizer|--quick:bench) return 0 ;;
-    --sanitizer:sanitizer|--bench:bench) return 0 ;;
+    --sanitizer:sanitizer|--bench:bench|--attention:attention) return 0 ;;
   esac
   return 1
 }
@@ -160,6 +163,13 @@ for p in $PRESETS; do
     echo "torch peer skipped: no CUDA-enabled PyTorch" | tee -a "$STATUS"
   fi
 done
+
+# 3b. attention: native kernels vs cuDNN fused attention (--attention only: it is not part of
+# "everything", which already exceeds one device call)
+if [ "$MODE" = "--attention" ]; then
+  step attention_bench "${ATTN_TIMEOUT:-540}" bash "$BUNDLE/tools/bench_attention.sh" \
+    "$OUT/attention" "$PAYLOAD"
+fi
 
 # Summary: one table of everything measured (missing files are reported as missing).
 "${PY[@]}" - "$OUT" $PRESETS > "$OUT/summary.txt" 2>&1 <<'EOF'
