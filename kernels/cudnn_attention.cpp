@@ -17,6 +17,7 @@
 #include "cudnn_attention.h"
 
 #include <dlfcn.h>
+#include <stdlib.h>
 
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -118,6 +119,24 @@ void load_cudnn() {
                    "native", why != nullptr ? why : "not found");
   }
   fe::cudnn_dlhandle = handle;
+  // The frontend's own CUDA runtime calls go through a dlopen'ed libcudart as well: make it the
+  // runtime major this backend was built with (the frontend would take libcudart.so.12 first if
+  // both are installed), so it sees the same context and streams.
+  const std::string cudart = fmt::format("libcudart.so.{}", CUDART_VERSION / 1000);
+  setenv("CUDNN_FRONTEND_CUDART_LIB_NAME", cudart.c_str(), /*overwrite=*/0);
+}
+
+// Runs fn; an exception of the frontend (std::runtime_error for a missing symbol or library)
+// becomes a moe::Error naming the op, so the apps report it like every other failure.
+template <typename Fn>
+void guarded(const char* op, Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    MOE_FAIL("{}: cuDNN frontend error: {}", op, e.what());
+  }
 }
 
 std::string cudnn_error(cudnnStatus_t st) {
@@ -130,7 +149,8 @@ std::string cudnn_error(cudnnStatus_t st) {
 CudnnAttention::CudnnAttention(int device, CUstream_st* stream, WorkspaceFn workspace)
     : device_(device), stream_(stream), workspace_(std::move(workspace)) {
   load_cudnn();
-  const size_t version = fe::detail::get_backend_version();
+  size_t version = 0;
+  guarded("train.attention 'cudnn'", [&] { version = fe::detail::get_backend_version(); });
   MOE_USAGE_CHECK(version >= 90000, "train.attention 'cudnn': needs cuDNN 9 or newer at run time, "
                   "found {}; use train.attention: native", runtime_version());
   cudaDeviceProp prop{};
@@ -266,34 +286,41 @@ void CudnnAttention::execute(Plan& p, std::map<int64_t, void*> pointers, const c
 
 void CudnnAttention::forward(void* out, float* lse, const void* q, const void* k, const void* v,
                              const AttnDims& dims) {
-  Plan& p = plan(Kind::kForward, dims, dims.seq);
-  execute(p,
-          {{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)}, {kV, const_cast<void*>(v)},
-           {kO, out}, {kStats, lse}},
-          "attention_forward");
+  guarded("attention_forward", [&] {
+    Plan& p = plan(Kind::kForward, dims, dims.seq);
+    execute(p,
+            {{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)}, {kV, const_cast<void*>(v)},
+             {kO, out}, {kStats, lse}},
+            "attention_forward");
+  });
 }
 
 void CudnnAttention::backward(void* dq, void* dk, void* dv, const void* dout, const void* q,
                               const void* k, const void* v, const void* out, const float* lse,
                               const AttnDims& dims) {
-  Plan& p = plan(Kind::kBackward, dims, dims.seq);
-  execute(p,
-          {{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)}, {kV, const_cast<void*>(v)},
-           {kO, const_cast<void*>(out)}, {kDO, const_cast<void*>(dout)},
-           {kStats, const_cast<float*>(lse)}, {kDQ, dq}, {kDK, dk}, {kDV, dv}},
-          "attention_backward");
+  guarded("attention_backward", [&] {
+    Plan& p = plan(Kind::kBackward, dims, dims.seq);
+    execute(p,
+            {{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k)}, {kV, const_cast<void*>(v)},
+             {kO, const_cast<void*>(out)}, {kDO, const_cast<void*>(dout)},
+             {kStats, const_cast<float*>(lse)}, {kDQ, dq}, {kDK, dk}, {kDV, dv}},
+            "attention_backward");
+  });
 }
 
 void CudnnAttention::forward_padded(void* out, const void* q, const void* k_all,
                                     const void* v_all, const int32_t* seq_len_q,
                                     const int32_t* seq_len_kv, int64_t s_kv,
                                     const AttnDims& dims) {
-  Plan& p = plan(Kind::kForwardPadded, dims, s_kv);
-  execute(p,
-          {{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k_all)},
-           {kV, const_cast<void*>(v_all)}, {kO, out},
-           {kSeqQ, const_cast<int32_t*>(seq_len_q)}, {kSeqKV, const_cast<int32_t*>(seq_len_kv)}},
-          "attention_forward_cached");
+  guarded("attention_forward_cached", [&] {
+    Plan& p = plan(Kind::kForwardPadded, dims, s_kv);
+    execute(p,
+            {{kQ, const_cast<void*>(q)}, {kK, const_cast<void*>(k_all)},
+             {kV, const_cast<void*>(v_all)}, {kO, out},
+             {kSeqQ, const_cast<int32_t*>(seq_len_q)},
+             {kSeqKV, const_cast<int32_t*>(seq_len_kv)}},
+            "attention_forward_cached");
+  });
 }
 
 }  // namespace moe
