@@ -25,21 +25,70 @@ std::string find_file(const std::string& task, const std::string& dir,
                  task, tried);
 }
 
+const MmluSubject* find_mmlu_subject(const std::string& task_name) {
+  for (const auto& s : mmlu_subjects()) {
+    if (task_name == std::string("mmlu_") + s.name) return &s;
+  }
+  return nullptr;
+}
+
+bool is_mmlu_category(const std::string& name) {
+  return name == "mmlu_stem" || name == "mmlu_other" || name == "mmlu_social_sciences" ||
+         name == "mmlu_humanities";
+}
+
 }  // namespace
 
 const std::vector<std::string>& builtin_task_names() {
   static const std::vector<std::string> names = {
       "hellaswag", "piqa",  "arc_easy", "arc_challenge", "openbookqa",
-      "boolq",     "lambada_openai", "copa", "winogrande", "sciq"};
+      "boolq",     "lambada_openai", "copa", "winogrande", "sciq",
+      "mmlu",      "truthfulqa_mc1", "truthfulqa_mc2"};
   return names;
 }
 
 bool is_builtin_task(const std::string& name) {
   const auto& n = builtin_task_names();
-  return std::find(n.begin(), n.end(), name) != n.end();
+  return std::find(n.begin(), n.end(), name) != n.end() || supports_fewshot(name);
 }
 
-Task load_task(const std::string& name, const std::string& dir) {
+bool supports_fewshot(const std::string& name) {
+  return name == "mmlu" || is_mmlu_category(name) || find_mmlu_subject(name) != nullptr;
+}
+
+std::vector<Task> load_tasks(const std::string& name, const std::string& dir, int64_t num_fewshot) {
+  std::vector<Task> out;
+  if (name == "mmlu" || is_mmlu_category(name)) {
+    for (const auto& s : mmlu_subjects()) {
+      if (name == "mmlu" || name == std::string("mmlu_") + s.category) {
+        out.push_back(load_task(std::string("mmlu_") + s.name, dir, num_fewshot));
+      }
+    }
+    return out;
+  }
+  out.push_back(load_task(name, dir, num_fewshot));
+  return out;
+}
+
+Task load_task(const std::string& name, const std::string& dir, int64_t num_fewshot) {
+  MOE_USAGE_CHECK(num_fewshot >= 0, "--num-fewshot must be >= 0, got {}", num_fewshot);
+  MOE_USAGE_CHECK(num_fewshot == 0 || supports_fewshot(name),
+                  "task '{}': --num-fewshot {} is not supported (only mmlu has a few-shot split "
+                  "here; the other tasks are scored 0-shot as the harness's YAMLs define them)",
+                  name, num_fewshot);
+  if (const MmluSubject* s = find_mmlu_subject(name)) {
+    const std::string subject = s->name;
+    const std::string test = find_file(name, dir, {"mmlu/test/" + subject + "_test.csv"});
+    const std::string dev =
+        num_fewshot > 0 ? find_file(name, dir, {"mmlu/dev/" + subject + "_dev.csv"}) : "";
+    return read_mmlu_subject(subject, test, dev, num_fewshot);
+  }
+  if (name == "truthfulqa_mc1" || name == "truthfulqa_mc2") {
+    return read_truthfulqa(find_file(name, dir, {"truthfulqa/mc_task.json"}),
+                           name == "truthfulqa_mc1" ? 1 : 2);
+  }
+  MOE_USAGE_CHECK(name != "mmlu" && !is_mmlu_category(name),
+                  "'{}' is a group of tasks: load it with load_tasks", name);
   if (name == "hellaswag") {
     const std::string f = find_file(name, dir,
                                     {"hellaswag/hellaswag_val.jsonl",

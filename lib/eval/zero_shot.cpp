@@ -28,6 +28,9 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
   res.note = task.note;
   res.output = task.output;
   res.version = task.version;
+  res.num_fewshot = task.num_fewshot;
+  res.dataset_name = task.dataset_name;
+  res.description = task.description;
   res.n_original = static_cast<int64_t>(task.docs.size());
   res.n_effective = n_docs;
   std::vector<double> acc, acc_norm, lls;
@@ -45,6 +48,10 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
     }
     switch (task.output) {
       case TaskOutput::kMultipleChoice: {
+        if (task.metric == TaskMetric::kMc2) {
+          acc.push_back(mc2_score(doc_lls, doc.labels));
+          break;
+        }
         const ChoiceScores s = score_choices(doc_lls, doc.choice_chars, doc.gold);
         acc.push_back(s.acc);
         acc_norm.push_back(s.acc_norm);

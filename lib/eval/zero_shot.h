@@ -22,11 +22,17 @@ struct TaskResult {
   std::string name, split, source, note;
   TaskOutput output = TaskOutput::kMultipleChoice;
   double version = 1.0;
+  int64_t num_fewshot = 0;
+  std::string dataset_name, description;  // MMLU's subject and description (configs)
   int64_t n_original = 0, n_effective = 0;
   // In the harness's key order: acc, acc_norm (multiple choice); perplexity, acc (lambada).
   std::vector<std::pair<std::string, MetricValue>> metrics;
   ScoringStats stats;
   const MetricValue* find(const std::string& metric) const;
+  // Questions scored per second, and seconds per question (0 when nothing was timed).
+  double samples_per_second() const {
+    return stats.seconds > 0 ? static_cast<double>(n_effective) / stats.seconds : 0.0;
+  }
 };
 
 struct ZeroShotOptions {
