@@ -135,6 +135,8 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
 
 // --dump-requests DIR: the rendered (context, continuation) pairs of every task, one JSONL file
 // per task, for checking the prompts against the harness (tools/reference/check_task_prompts.py).
+// MMLU lines also carry the CSV record as parsed ("fields"), and DIR/<task>.shots.jsonl the dev
+// records of the shots, so that the check compares the parse with Python's csv module.
 void dump_requests(const std::vector<moe::eval::Task>& tasks, const std::string& dir) {
   for (const auto& t : tasks) {
     const std::string path = dir + "/" + t.name + ".jsonl";
@@ -145,7 +147,13 @@ void dump_requests(const std::vector<moe::eval::Task>& tasks, const std::string&
       for (const auto& r : d.requests) reqs.push_back({r.context, r.continuation});
       nlohmann::json line = {{"requests", reqs}, {"gold", d.gold}, {"choice_chars", d.choice_chars}};
       if (!d.labels.empty()) line["labels"] = d.labels;
+      if (!d.fields.empty()) line["fields"] = d.fields;
       f << line.dump() << "\n";
+    }
+    if (!t.shot_fields.empty()) {  // the few-shot records, for the same check
+      std::ofstream shots(dir + "/" + t.name + ".shots.jsonl", std::ios::binary);
+      for (const auto& f : t.shot_fields) shots << nlohmann::json(f).dump() << "\n";
+      MOE_USAGE_CHECK(shots.good(), "--dump-requests: cannot write {}.shots.jsonl", t.name);
     }
     spdlog::info("wrote {} ({} documents)", path, t.docs.size());
   }

@@ -30,6 +30,7 @@ struct TaskDoc {
   std::vector<double> choice_chars;  // kMultipleChoice: code points of each choice (acc_norm)
   int64_t gold = 0;                  // index into requests (0 for kLoglikelihood)
   std::vector<int> labels;           // kMc2: 1 for a true choice, 0 for a false one
+  std::vector<std::string> fields;   // MMLU: the CSV record as parsed (checked by --dump-requests)
 };
 
 struct Task {
@@ -40,6 +41,7 @@ struct Task {
   int64_t num_fewshot = 0;  // examples in each context (MMLU's dev shots), for n-shot
   std::string dataset_name; // the harness's dataset_name (an MMLU subject), or empty
   std::string description;  // the harness's description (MMLU), or empty
+  std::vector<std::vector<std::string>> shot_fields;  // MMLU: the dev records of the shots
   double version = 1.0;     // the harness YAML's metadata.version
   std::string split;        // the split the file holds ("validation", "test", "dev", "user")
   std::string source;       // the file(s) read

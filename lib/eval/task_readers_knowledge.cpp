@@ -14,6 +14,7 @@ namespace moe::eval {
 namespace {
 
 struct MmluRow {
+  std::vector<std::string> fields;  // as parsed
   std::string question;
   std::string choices[4];
   int64_t answer = 0;  // 0..3 = A..D
@@ -30,6 +31,7 @@ std::vector<MmluRow> read_mmlu_csv(const std::string& path) {
     MOE_USAGE_CHECK(letter.size() == 1 && letter[0] >= 'A' && letter[0] <= 'D',
                     "{}:{}: answer '{}', expected one of A, B, C, D", path, row.line, letter);
     MmluRow r;
+    r.fields = row.fields;
     r.question = row.fields[0];
     for (int c = 0; c < 4; ++c) r.choices[c] = row.fields[1 + c];
     r.answer = letter[0] - 'A';
@@ -153,6 +155,7 @@ Task read_mmlu_subject(const std::string& subject, const std::string& test_path,
     MOE_USAGE_CHECK(num_fewshot <= static_cast<int64_t>(dev.size()),
                     "--num-fewshot {}: {} has only {} examples", num_fewshot, dev_path, dev.size());
     for (int64_t i = 0; i < num_fewshot; ++i) {
+      task.shot_fields.push_back(dev[i].fields);
       prefix += question_block(dev[i]) + " " + std::string(1, static_cast<char>('A' + dev[i].answer)) +
                 "\n\n";
     }
@@ -166,6 +169,7 @@ Task read_mmlu_subject(const std::string& subject, const std::string& test_path,
       doc.choice_chars.push_back(1.0);
     }
     doc.gold = r.answer;
+    doc.fields = r.fields;
     task.docs.push_back(std::move(doc));
   }
   return task;
@@ -205,6 +209,7 @@ Task read_truthfulqa(const std::string& path, int variant) {
     TaskDoc doc;
     const std::string ctx = preamble + "\n\nQ: " + q->get<std::string>() + "\nA:";
     int n_true = 0;
+    std::vector<int> labels;
     for (auto it = targets->begin(); it != targets->end(); ++it) {
       MOE_USAGE_CHECK(it.value().is_number_integer() &&
                           (it.value().get<int>() == 0 || it.value().get<int>() == 1),
@@ -212,16 +217,16 @@ Task read_truthfulqa(const std::string& path, int variant) {
                       it.value().dump());
       doc.requests.push_back({ctx, " " + it.key()});
       doc.choice_chars.push_back(static_cast<double>(utf8_length(it.key())));
-      doc.labels.push_back(it.value().get<int>());
-      n_true += doc.labels.back();
+      labels.push_back(it.value().get<int>());
+      n_true += labels.back();
     }
     MOE_USAGE_CHECK(n_true >= 1, "{}: {} has no true answer", at, field);
     // MC1's target is choice 0 (doc_to_target: 0): the file must list its one true answer first.
     if (variant == 1) {
-      MOE_USAGE_CHECK(n_true == 1 && doc.labels[0] == 1,
+      MOE_USAGE_CHECK(n_true == 1 && labels[0] == 1,
                       "{}: mc1_targets should hold exactly one true answer, listed first", at);
     } else {
-      doc.gold = 0;
+      doc.labels = labels;
     }
     task.docs.push_back(std::move(doc));
   }
