@@ -35,7 +35,8 @@ PAPER_PPL = {("vanilla", "lb"): 12.50, ("vanilla", "lb+sp"): 12.44, ("vanilla", 
              ("deepseek", "lb+z+sp+cp"): 11.99}
 COLUMNS = [("val_ppl", "val ppl", 3), ("bpb", "bpb", 4), ("zs_acc", "0-shot acc", 4),
            ("zs_acc_norm", "0-shot acc_norm", 4), ("entropy", "entropy", 4),
-           ("overlap", "overlap", 4), ("path_acc", "path acc", 4)]
+           ("overlap", "overlap", 4), ("path_acc", "path acc", 4),
+           ("suite", "paper suite", 4)]
 
 
 def fail(msg):
@@ -80,6 +81,8 @@ def run_metrics(path):
         "overlap": weighted(routing, "overlap") if routing else None,
         "path_acc": weighted(routing, "pathway_top1_accuracy") if routing else None,
         "step": ev["moeeval"].get("step"),
+        # moeeval --suite paper: the mean of the paper's six tasks (those present).
+        "suite": ev["moeeval"].get("paper_suite", {}).get("average"),
     }
 
 
