@@ -13,7 +13,8 @@ struct PaperRow {
   std::vector<std::optional<double>> scores;  // per column
 };
 
-// arXiv 2602.14159 / ICLR version Table 3, as far as it is known (shared paper notes §7).
+// arXiv 2602.14159 / its ICLR version, Table 3: the only zero-shot numbers of the paper known to
+// the project (ARC-Challenge, quoted by a reviewer); the full table has not been seen.
 const std::vector<PaperRow>& paper_rows() {
   static const std::vector<PaperRow> rows = {
       {"paper: Vanilla L_lb (ICLR Tab. 3)", {std::nullopt, std::nullopt, 0.204, std::nullopt,
