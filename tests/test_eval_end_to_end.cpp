@@ -151,7 +151,7 @@ TEST(EvalEndToEnd, MmluAndTruthfulQaSuite) {
   ASSERT_TRUE(std::filesystem::exists(corpus)) << corpus << " is missing from the repository";
   const std::string dir = make_checkpoint(read_text(corpus, 60'000));
   auto backend = make_backend("cpu", 2);
-  EvalCheckpoint ck = load_eval_checkpoint(dir, *backend, 4);
+  LoadedCheckpoint ck = load_model_checkpoint(dir, *backend, 4);
   MoeScoring model(*ck.model, 4);
   const data::Tokenizer& tok = *ck.tokenizer;
   const Encoder enc = [&tok](const std::string& s) { return tok.encode(s); };
