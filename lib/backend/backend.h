@@ -140,7 +140,7 @@ class Backend {
   // ---- SwiGLU: z = silu(gate) * up ----------------------------------------------------------
   // z, gate, up: [R, F]
   virtual void swiglu_forward(Tensor& z, const Tensor& gate, const Tensor& up) = 0;
-  // dgate, dup overwritten. CUDA: dz may be f32 with bf16 gate/up (the model's expert path).
+  // dgate, dup overwritten
   virtual void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dz, const Tensor& gate,
                                const Tensor& up) = 0;
 
@@ -178,7 +178,7 @@ class Backend {
   // y: [R, N]; x: [R, K]; w: [E, N, K]; expert_offsets: [E+1] i32 (device-resident)
   virtual void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w,
                                       const Tensor& expert_offsets) = 0;
-  // dx: [R, K] overwritten; dw: [E, N, K] +=. CUDA: dx may be f32 with bf16 dy, x and w.
+  // dx: [R, K] overwritten; dw: [E, N, K] +=
   virtual void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
                                        const Tensor& w, const Tensor& expert_offsets) = 0;
 
@@ -203,8 +203,6 @@ class Backend {
   // R_sp (one layer) = (1/N) sum_t sum_{s != s'} cos(z[token_row[t,s]], z[token_row[t,s']])^2
   // z: [R, F] expert intermediate activations in dispatch order.
   virtual void sp_loss_forward(Tensor& loss, const Tensor& z, const Tensor& token_row) = 0;
-  // CUDA: dz may be f32 with bf16 z; the model passes an f32 dz so that the small sp term is
-  // added before any bf16 rounding (issue 17).
   virtual void sp_loss_backward(Tensor& dz, const Tensor& z, const Tensor& token_row,
                                 float coef) = 0;
   // mass: [N] f32 = sum_{e in A_t} s_t(e) (top-k mass, never renormalised)
