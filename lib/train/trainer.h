@@ -31,8 +31,9 @@ class Trainer {
   Trainer(const Config& cfg, Backend& backend, TrainingData& data, const TrainerOptions& opts);
   ~Trainer();
 
-  // Trains until train.max_steps (or stop_at_step, or SIGINT/SIGTERM, after which it saves a
-  // checkpoint and returns kInterrupted).
+  // Trains until train.max_steps (or stop_at_step). When a stop signal has been received
+  // (core/stop_signals.h; only moetrain's main sets that up) it saves a checkpoint at the next
+  // step boundary and returns kInterrupted.
   TrainOutcome run();
 
   MoeModel& model() { return *model_; }
