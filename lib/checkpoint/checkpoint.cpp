@@ -103,30 +103,37 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeMo
             final_dir.string());
   const fs::path tmp = root / (checkpoint_name(state.step) + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  // A failed save (a full disk) removes its temporary directory: it would only eat the space a
+  // later attempt needs.
+  try {
+    fs::create_directories(tmp);
+    save_weights(model, (tmp / "model.safetensors").string());
+    SafeTensorsWriter opt;
+    optimizer.save(opt);
+    opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
+    for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
+      fsync_path((tmp / f).string());
+    }
+    write_file_synced((tmp / "config.yaml").string(), config_to_yaml(cfg));
+    write_file_synced((tmp / "tokenizer.model").string(), tokenizer_model_bytes);
+    write_file_synced((tmp / "trainer_state.json").string(), state_to_json(state).dump(2) + "\n");
 
-  save_weights(model, (tmp / "model.safetensors").string());
-  SafeTensorsWriter opt;
-  optimizer.save(opt);
-  opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
-  for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
-    fsync_path((tmp / f).string());
+    nlohmann::json manifest = {{"format", kStateFormat}, {"step", state.step}};
+    for (const char* f : kFiles) {
+      uint64_t size = 0;
+      uint64_t hash = hash_file((tmp / f).string(), &size);
+      manifest["files"][f] = {{"bytes", size}, {"hash", fmt::format("{:016x}", hash)}};
+    }
+    write_file_synced((tmp / "manifest.json").string(), manifest.dump(2) + "\n");
+    fsync_path(tmp.string());
+    std::error_code ec;
+    fs::rename(tmp, final_dir, ec);
+    MOE_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), final_dir.string(), ec.message());
+  } catch (...) {
+    std::error_code rm;
+    fs::remove_all(tmp, rm);
+    throw;
   }
-  write_file_synced((tmp / "config.yaml").string(), config_to_yaml(cfg));
-  write_file_synced((tmp / "tokenizer.model").string(), tokenizer_model_bytes);
-  write_file_synced((tmp / "trainer_state.json").string(), state_to_json(state).dump(2) + "\n");
-
-  nlohmann::json manifest = {{"format", kStateFormat}, {"step", state.step}};
-  for (const char* f : kFiles) {
-    uint64_t size = 0;
-    uint64_t hash = hash_file((tmp / f).string(), &size);
-    manifest["files"][f] = {{"bytes", size}, {"hash", fmt::format("{:016x}", hash)}};
-  }
-  write_file_synced((tmp / "manifest.json").string(), manifest.dump(2) + "\n");
-  fsync_path(tmp.string());
-  std::error_code ec;
-  fs::rename(tmp, final_dir, ec);
-  MOE_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), final_dir.string(), ec.message());
   fsync_path(root.string());
   return final_dir.string();
 }

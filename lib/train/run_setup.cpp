@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 #include <fstream>
+#include <mutex>
 
 #include <omp.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -26,6 +27,8 @@ namespace moe {
 namespace {
 
 std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> g_early_lines;
+std::mutex g_log_error_mutex;
+std::string g_log_error;  // the first failed write to train.log
 
 std::string human_bytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -215,11 +218,27 @@ void attach_run_log(const std::string& out_dir) {
   if (g_early_lines) {
     std::ofstream out(path, std::ios::app);
     for (const auto& line : g_early_lines->last_formatted()) out << line;
+    out.flush();
+    if (!out.good()) {
+      std::lock_guard<std::mutex> lock(g_log_error_mutex);
+      g_log_error = fmt::format("cannot write '{}'", path);
+    }
     auto& sinks = logger->sinks();
     sinks.erase(std::remove(sinks.begin(), sinks.end(), g_early_lines), sinks.end());
     g_early_lines.reset();
   }
   logger->sinks().push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false));
+  logger->flush_on(spdlog::level::trace);
+  // spdlog reports a sink's failed write here (it would otherwise print it and go on).
+  logger->set_error_handler([path](const std::string& msg) {
+    std::lock_guard<std::mutex> lock(g_log_error_mutex);
+    if (g_log_error.empty()) g_log_error = fmt::format("cannot write '{}': {}", path, msg);
+  });
+}
+
+std::string run_log_write_error() {
+  std::lock_guard<std::mutex> lock(g_log_error_mutex);
+  return g_log_error;
 }
 
 }  // namespace moe

@@ -49,7 +49,10 @@ std::string dry_run_report(const Config& cfg, double peak);
 // Console logging to stderr (stdout stays for --dump-config and --dry-run output), with a
 // memory of the lines logged so far so that attach_run_log() can copy them into train.log.
 void setup_console_logging(const std::string& level);
-// Appends the remembered lines to <out_dir>/train.log, then logs every later line there too.
+// Appends the remembered lines to <out_dir>/train.log, then logs every later line there too,
+// flushing each one so that a failed write (a full disk) is seen at once.
 void attach_run_log(const std::string& out_dir);
+// The first failed write to train.log ("" when none): the trainer stops on it.
+std::string run_log_write_error();
 
 }  // namespace moe

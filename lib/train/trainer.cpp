@@ -16,6 +16,7 @@
 #include "routing/routing_stats.h"
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
+#include "train/run_setup.h"
 #include "train/schedule.h"
 
 namespace fs = std::filesystem;
@@ -114,13 +115,31 @@ void Trainer::open_metrics(bool resuming) {
     }
     if (dropped) write_file_atomic(path.string(), kept);
   }
-  metrics_.open(path, std::ios::app);
-  MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());
+  metrics_.open(path.string());
 }
 
-void Trainer::write_metrics(const nlohmann::json& record) {
-  metrics_ << record.dump() << "\n";
-  metrics_.flush();
+void Trainer::write_metrics(const nlohmann::json& record) { metrics_.append(record.dump()); }
+
+void Trainer::stop_after_write_failure() {
+  const std::string what = metrics_.failed() ? metrics_.error() : run_log_write_error();
+  // A checkpoint of this step is consistent only if metrics.jsonl holds every record up to it
+  // (a resumed run writes the records after its checkpoint only).
+  std::string saved;
+  if (metrics_.retry_pending()) {
+    try {
+      saved = fmt::format("saved a last checkpoint, {}", save());
+    } catch (const std::exception& e) {
+      saved = fmt::format("the last checkpoint attempt failed too ({})", e.what());
+    }
+  } else {
+    saved = fmt::format("no checkpoint of step {} was attempted, as metrics.jsonl lacks its "
+                        "records", step_);
+  }
+  const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+  MOE_FAIL("{}. Training stopped after step {}: {}; the newest complete checkpoint is {}. Free "
+           "space, then continue with moetrain --resume {}", what, step_, saved,
+           newest.empty() ? std::string("none (the run restarts from step 0)") : newest,
+           cfg_.run.out_dir);
 }
 
 Trainer::StepResult Trainer::train_step() {
@@ -229,8 +248,16 @@ std::string Trainer::save() {
   st.lr = last_lr_;
   st.data_state = data_.train_state();
   auto t0 = std::chrono::steady_clock::now();
-  std::string dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
-                                    data_.tokenizer_model_bytes(), st);
+  std::string dir;
+  try {
+    dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
+                          data_.tokenizer_model_bytes(), st);
+  } catch (const std::exception& e) {
+    const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+    MOE_FAIL("cannot save the checkpoint of step {}: {}; the newest complete checkpoint is {} "
+             "(free space, then continue with moetrain --resume {})", step_, e.what(),
+             newest.empty() ? std::string("none") : newest, cfg_.run.out_dir);
+  }
   prune_checkpoints(cfg_.run.out_dir, cfg_.run.keep_last);
   // The run's config.yaml describes its newest checkpoint (a resume with --set changes it here,
   // not before it has saved anything).
@@ -279,6 +306,9 @@ TrainOutcome Trainer::run() {
         (step_ % cfg_.run.eval_every == 0 || step_ == cfg_.train.max_steps)) {
       log_valid(validate());
     }
+    // A failed write to metrics.jsonl or train.log (a full disk) stops the run: see
+    // docs/reliability.md.
+    if (metrics_.failed() || !run_log_write_error().empty()) stop_after_write_failure();
     // A stop signal (core/stop_signals.h) is acted on here, at the step boundary: the step is
     // saved unless it just was (also when the signal came during that save), then the run
     // stops. Reaching the last step is an ordinary finish even when a signal came meanwhile.
