@@ -38,6 +38,7 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
   for (const std::string& name : moe::eval::py_split(o.tasks, ",")) {
     if (name.empty()) continue;
     if (name == "all") {  // every built-in task whose file is present
+      const size_t before = tasks.size();
       for (const auto& b : moe::eval::builtin_task_names()) {
         try {
           tasks.push_back(moe::eval::load_task(b, o.task_dir));
@@ -45,6 +46,9 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
           spdlog::warn("--tasks all: skipping {}: {}", b, e.what());
         }
       }
+      MOE_USAGE_CHECK(tasks.size() > before, "--tasks all: no task files found under --task-dir "
+                      "{} (expected e.g. piqa/valid.jsonl, arc_easy/ARC-Easy-Test.jsonl; see "
+                      "docs/eval.md)", o.task_dir);
       continue;
     }
     tasks.push_back(moe::eval::load_task(name, o.task_dir));

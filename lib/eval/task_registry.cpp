@@ -39,7 +39,9 @@ bool is_builtin_task(const std::string& name) {
   return std::find(n.begin(), n.end(), name) != n.end();
 }
 
-Task load_task(const std::string& name, const std::string& dir) {
+namespace {
+
+Task read_task(const std::string& name, const std::string& dir) {
   if (name == "hellaswag") {
     const std::string f = find_file(name, dir,
                                     {"hellaswag/hellaswag_val.jsonl",
@@ -78,6 +80,29 @@ Task load_task(const std::string& name, const std::string& dir) {
                   "unknown task '{}': not a built-in task ({}) and no user task file {}", name,
                   builtins, user.string());
   return read_user_task(name, user.string());
+}
+
+// An empty continuation scores log-likelihood 0, the largest possible, so an empty choice would
+// always win: a task file with one is bad input.
+void check_requests(const Task& t) {
+  for (size_t d = 0; d < t.docs.size(); ++d) {
+    const auto& reqs = t.docs[d].requests;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      MOE_USAGE_CHECK(reqs[i].continuation.find_first_not_of(" \t\r\n") != std::string::npos,
+                      "{}: document {} of task {}: {} {} is empty (an empty continuation scores "
+                      "log-likelihood 0 and would always win); expected non-empty text",
+                      t.source, d + 1, t.name,
+                      t.output == TaskOutput::kMultipleChoice ? "choice" : "continuation", i + 1);
+    }
+  }
+}
+
+}  // namespace
+
+Task load_task(const std::string& name, const std::string& dir) {
+  Task t = read_task(name, dir);
+  check_requests(t);
+  return t;
 }
 
 }  // namespace moe::eval
