@@ -7,6 +7,8 @@
 # signals are taken by sigwait in one thread, so no handler can run on a GEMM thread.
 # The delays count from the start of the signal thread, so they fall in data loading, model
 # set-up, training steps, validation and checkpoint writing alike.
+# Then two signals at once: the second ends the process at once (130), and the newest checkpoint
+# still resumes.
 # MOE_SIGNAL_RUNS overrides the number of runs (default 50).
 source "$2/tests/cli/support/train_common.bash"
 setup_cli_test "$1" "$2" signals
@@ -82,7 +84,28 @@ for i in $(seq 1 "$RUNS"); do
   ls "$WORK/run/checkpoints" | grep -q tmp && fail "run $i left a temporary checkpoint directory"
   prev=$now
 done
+# A second signal stops at once, without saving (different signals, so they cannot merge).
+"$MOETRAIN" --resume "$WORK/run" "${common[@]}" > "$WORK/twice.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 500); do
+  grep -qx moe-signals /proc/"$pid"/task/*/comm 2>/dev/null && break
+  sleep 0.01
+done
+sleep 0.3
+kill -INT "$pid"
+kill -TERM "$pid"
+set +e
+wait "$pid"
+code=$?
+set -e
+pid=""
+[ "$code" = 130 ] || { cat "$WORK/twice.log"; fail "two signals: exit code $code, expected 130"; }
+grep -q "again: stopping now without saving" "$WORK/twice.log" \
+  || grep -q "stopped by signal" "$WORK/twice.log" \
+  || { cat "$WORK/twice.log"; fail "two signals: neither an immediate nor a saving stop was reported"; }
+grep -q "again: stopping now without saving" "$WORK/twice.log" || echo "note: the run saved before the second signal arrived"
 # The last checkpoint is complete: one more step from it works.
+prev=$(latest_step)
 "$MOETRAIN" --resume "$WORK/run" "${common[@]}" --stop-at-step $((prev + 1)) > "$WORK/last.log" 2>&1 \
   || { cat "$WORK/last.log"; fail "resuming the last signalled checkpoint failed"; }
 [ "$threads_seen" -ge 2 ] || fail "never saw more than $threads_seen thread(s): the mask check checked nothing"
