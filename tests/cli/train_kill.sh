@@ -7,6 +7,7 @@
 #    config.yaml) or by a fresh start into the same directory, bit-identically to a straight run;
 #    without config.yaml, --resume exits 2 saying what to do and changes nothing.
 # 3. Start-up removes *.tmp-PID leftovers of dead processes only.
+# 4. A second moetrain on a run directory in use exits 2.
 source "$2/tests/cli/support/train_common.bash"
 setup_cli_test "$1" "$2" kill
 pid=""
@@ -57,7 +58,7 @@ while [ "$code" != 0 ]; do
   pid=$!
   wait_started "$pid"
   if [ "$kills" -lt 25 ]; then
-    sleep "$(printf '0.%03d' $((RANDOM % 400)))"
+    sleep "$(printf '0.%03d' $((RANDOM % 200)))"
     kill -KILL "$pid" 2>/dev/null && kills=$((kills + 1))
   fi
   set +e
@@ -130,5 +131,20 @@ echo x > "$WORK/straight/metrics.jsonl.tmp-$dead"
 [ ! -e "$ck/step_00000099.tmp-$dead" ] || fail "the temporary checkpoint of dead process $dead was kept"
 [ ! -e "$WORK/straight/metrics.jsonl.tmp-$dead" ] || fail "the temporary file of dead process $dead was kept"
 [ -d "$ck/step_00000098.tmp-$$" ] || fail "the temporary checkpoint of live process $$ was removed"
-echo "PASS: kill -9 (bit-identical resume), stuck before the first checkpoint, stale temporaries" \
-     "($((SECONDS - start_time)) s)"
+# ---- 4. two processes never share a run directory ---------------------------------------------
+"$MOETRAIN" --resume "$WORK/straight" --set train.max_steps=1000000 > "$WORK/holder.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 1000); do
+  grep -q "training steps" "$WORK/holder.log" && break
+  sleep 0.01
+done
+set +e
+"$MOETRAIN" --resume "$WORK/straight" --set train.max_steps=1000000 > "$WORK/second.log" 2>&1
+code=$?
+set -e
+kill -KILL "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+[ "$code" = 2 ] || { cat "$WORK/second.log"; fail "a second process on a run directory exited $code, expected 2"; }
+grep -q "is in use by another moetrain process" "$WORK/second.log" || { cat "$WORK/second.log"; fail "unclear error"; }
+
+echo "PASS: kill -9 (bit-identical resume), stuck before the first checkpoint, stale temporaries," \
+     "run-directory lock ($((SECONDS - start_time)) s)"
