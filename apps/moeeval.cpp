@@ -72,6 +72,7 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
   const std::vector<std::string> asked = moe::eval::py_split(o.tasks, ",");
   for (const std::string& name : names) {
     if (name == "all") {  // every built-in task whose file is present
+      const size_t before = tasks.size();
       for (const auto& b : moe::eval::builtin_task_names()) {
         try {
           append(moe::eval::load_tasks(b, o.task_dir, shots_for(b, o)));
@@ -79,6 +80,9 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
           spdlog::warn("--tasks all: skipping {}: {}", b, e.what());
         }
       }
+      MOE_USAGE_CHECK(tasks.size() > before, "--tasks all: no task files found under --task-dir "
+                      "{} (expected e.g. piqa/valid.jsonl, arc_easy/ARC-Easy-Test.jsonl; see "
+                      "docs/eval.md)", o.task_dir);
       continue;
     }
     if (!o.suite.empty() && std::find(asked.begin(), asked.end(), name) == asked.end()) {

@@ -145,7 +145,7 @@ void read_jsonl_file(const SourceFile& src, const std::string& field,
     try {
       record = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
-      MOE_USAGE_FAIL("{}: invalid JSON ({})", where, e.what());
+      MOE_USAGE_FAIL("{}: invalid JSON ({})", where, clip_text(e.what()));
     }
     MOE_USAGE_CHECK(record.is_object(), "{}: expected a JSON object per line, found a {}", where,
                     record.type_name());

@@ -70,7 +70,9 @@ std::vector<Task> load_tasks(const std::string& name, const std::string& dir, in
   return out;
 }
 
-Task load_task(const std::string& name, const std::string& dir, int64_t num_fewshot) {
+namespace {
+
+Task read_task(const std::string& name, const std::string& dir, int64_t num_fewshot) {
   MOE_USAGE_CHECK(num_fewshot >= 0, "--num-fewshot must be >= 0, got {}", num_fewshot);
   MOE_USAGE_CHECK(num_fewshot == 0 || supports_fewshot(name),
                   "task '{}': --num-fewshot {} is not supported (only mmlu has a few-shot split "
@@ -127,6 +129,29 @@ Task load_task(const std::string& name, const std::string& dir, int64_t num_fews
                   "unknown task '{}': not a built-in task ({}) and no user task file {}", name,
                   builtins, user.string());
   return read_user_task(name, user.string());
+}
+
+// An empty continuation scores log-likelihood 0, the largest possible, so an empty choice would
+// always win: a task file with one is bad input.
+void check_requests(const Task& t) {
+  for (size_t d = 0; d < t.docs.size(); ++d) {
+    const auto& reqs = t.docs[d].requests;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      MOE_USAGE_CHECK(reqs[i].continuation.find_first_not_of(" \t\r\n") != std::string::npos,
+                      "{}: document {} of task {}: {} {} is empty (an empty continuation scores "
+                      "log-likelihood 0 and would always win); expected non-empty text",
+                      t.source, d + 1, t.name,
+                      t.output == TaskOutput::kMultipleChoice ? "choice" : "continuation", i + 1);
+    }
+  }
+}
+
+}  // namespace
+
+Task load_task(const std::string& name, const std::string& dir, int64_t num_fewshot) {
+  Task t = read_task(name, dir, num_fewshot);
+  check_requests(t);
+  return t;
 }
 
 }  // namespace moe::eval

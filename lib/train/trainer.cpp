@@ -4,45 +4,25 @@
 // after the checkpoint's step, so every record of metrics.jsonl is written exactly once.
 #include "train/trainer.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
 
+#include "core/stop_signals.h"
 #include "routing/routing_stats.h"
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
+#include "train/run_setup.h"
 #include "train/schedule.h"
 
 namespace fs = std::filesystem;
 
 namespace moe {
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-// Installs SIGINT/SIGTERM handlers for the lifetime of a run, restoring the old ones after.
-class StopSignals {
- public:
-  StopSignals() {
-    g_stop_signal.store(0);
-    old_int_ = std::signal(SIGINT, on_stop_signal);
-    old_term_ = std::signal(SIGTERM, on_stop_signal);
-  }
-  ~StopSignals() {
-    std::signal(SIGINT, old_int_);
-    std::signal(SIGTERM, old_term_);
-  }
-
- private:
-  void (*old_int_)(int);
-  void (*old_term_)(int);
-};
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -135,13 +115,31 @@ void Trainer::open_metrics(bool resuming) {
     }
     if (dropped) write_file_atomic(path.string(), kept);
   }
-  metrics_.open(path, std::ios::app);
-  MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());
+  metrics_.open(path.string());
 }
 
-void Trainer::write_metrics(const nlohmann::json& record) {
-  metrics_ << record.dump() << "\n";
-  metrics_.flush();
+void Trainer::write_metrics(const nlohmann::json& record) { metrics_.append(record.dump()); }
+
+void Trainer::stop_after_write_failure() {
+  const std::string what = metrics_.failed() ? metrics_.error() : run_log_write_error();
+  // A checkpoint of this step is consistent only if metrics.jsonl holds every record up to it
+  // (a resumed run writes the records after its checkpoint only).
+  std::string saved;
+  if (metrics_.retry_pending()) {
+    try {
+      saved = fmt::format("saved a last checkpoint, {}", save());
+    } catch (const std::exception& e) {
+      saved = fmt::format("the last checkpoint attempt failed too ({})", e.what());
+    }
+  } else {
+    saved = fmt::format("no checkpoint of step {} was attempted, as metrics.jsonl lacks its "
+                        "records", step_);
+  }
+  const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+  MOE_FAIL("{}. Training stopped after step {}: {}; the newest complete checkpoint is {}. Free "
+           "space, then continue with moetrain --resume {}", what, step_, saved,
+           newest.empty() ? std::string("none (the run restarts from step 0)") : newest,
+           cfg_.run.out_dir);
 }
 
 Trainer::StepResult Trainer::train_step() {
@@ -250,16 +248,31 @@ std::string Trainer::save() {
   st.lr = last_lr_;
   st.data_state = data_.train_state();
   auto t0 = std::chrono::steady_clock::now();
-  std::string dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
-                                    data_.tokenizer_model_bytes(), st);
+  std::string dir;
+  try {
+    dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
+                          data_.tokenizer_model_bytes(), st);
+  } catch (const std::exception& e) {
+    const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+    MOE_FAIL("cannot save the checkpoint of step {}: {}; the newest complete checkpoint is {} "
+             "(free space, then continue with moetrain --resume {})", step_, e.what(),
+             newest.empty() ? std::string("none") : newest, cfg_.run.out_dir);
+  }
   prune_checkpoints(cfg_.run.out_dir, cfg_.run.keep_last);
+  // The run's config.yaml describes its newest checkpoint (a resume with --set changes it here,
+  // not before it has saved anything).
+  const std::string run_config = (fs::path(cfg_.run.out_dir) / "config.yaml").string();
+  const std::string yaml = config_to_yaml(cfg_);
+  std::error_code ec;
+  if (!fs::exists(run_config, ec) || read_file(run_config) != yaml) {
+    write_file_atomic(run_config, yaml);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("saved checkpoint {} ({:.1f}s)", dir, secs);
   return dir;
 }
 
 TrainOutcome Trainer::run() {
-  StopSignals signals;
   const int64_t last = opts_.stop_at_step > 0
                            ? std::min(opts_.stop_at_step, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
@@ -293,14 +306,23 @@ TrainOutcome Trainer::run() {
         (step_ % cfg_.run.eval_every == 0 || step_ == cfg_.train.max_steps)) {
       log_valid(validate());
     }
-    const bool signalled = g_stop_signal.load() != 0;
-    if ((cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0) || final_step ||
-        signalled) {
+    // A failed write to metrics.jsonl or train.log (a full disk) stops the run: see
+    // docs/reliability.md.
+    if (metrics_.failed() || !run_log_write_error().empty()) stop_after_write_failure();
+    // A stop signal (core/stop_signals.h) is acted on here, at the step boundary: the step is
+    // saved unless it just was (also when the signal came during that save), then the run
+    // stops. Reaching the last step is an ordinary finish even when a signal came meanwhile.
+    const bool periodic = cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0;
+    bool saved = false;
+    if (periodic || final_step || stop_signal_received() != 0) {
       save();
+      saved = true;
     }
-    if (signalled) {
-      spdlog::warn("stopped by signal {} after step {}; continue with --resume {}",
-                   g_stop_signal.load(), step_, cfg_.run.out_dir);
+    if (!final_step && stop_signal_received() != 0) {
+      if (!saved) save();
+      spdlog::warn("stopped by signal {} ({}) after step {}; continue with --resume {}",
+                   stop_signal_received(), strsignal(stop_signal_received()), step_,
+                   cfg_.run.out_dir);
       return TrainOutcome::kInterrupted;
     }
   }

@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "train/data_source.h"
+#include "train/metrics_file.h"
 #include "train/optimizer.h"
 
 namespace moe {
@@ -31,14 +32,16 @@ class Trainer {
   Trainer(const Config& cfg, Backend& backend, TrainingData& data, const TrainerOptions& opts);
   ~Trainer();
 
-  // Trains until train.max_steps (or stop_at_step, or SIGINT/SIGTERM, after which it saves a
-  // checkpoint and returns kInterrupted).
+  // Trains until train.max_steps (or stop_at_step). When a stop signal has been received
+  // (core/stop_signals.h; only moetrain's main sets that up) it saves a checkpoint at the next
+  // step boundary and returns kInterrupted.
   TrainOutcome run();
 
   MoeModel& model() { return *model_; }
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
-  // Writes a checkpoint of the current state (and prunes old ones); returns its directory.
+  // Writes a checkpoint of the current state (and prunes old ones); returns its directory. A
+  // failure is a runtime error naming the newest complete checkpoint.
   std::string save();
 
   struct StepResult {
@@ -59,6 +62,9 @@ class Trainer {
   void log_valid(const ValidResult& v);
   void open_metrics(bool resuming);
   void write_metrics(const nlohmann::json& record);
+  // After a failed write to metrics.jsonl or train.log: a last checkpoint attempt, then a
+  // runtime error that says what failed, what was saved and how to continue.
+  [[noreturn]] void stop_after_write_failure();
 
   Config cfg_;
   Backend& backend_;
@@ -66,7 +72,7 @@ class Trainer {
   TrainerOptions opts_;
   std::unique_ptr<MoeModel> model_;
   std::unique_ptr<AdamW> optimizer_;
-  std::ofstream metrics_;
+  MetricsFile metrics_;
   Batch batch_;
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
