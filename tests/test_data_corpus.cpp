@@ -229,7 +229,11 @@ TEST(Tokenizer, RoundTripsTrickyText) {
   const std::string corpus = moe::test::english_sample(50'000);
   EXPECT_EQ(tok.decode(tok.encode(corpus)), corpus);
   // NUL and other control bytes go through byte fallback too.
-  const std::string controls("nul\0bell\a esc\x1b del\x7f", 22);
+  // The length comes from the literal (19 bytes, one NUL inside), not a hand count: a count past
+  // the literal's end read beyond the array (ASan: global-buffer-overflow).
+  static constexpr char kControls[] = "nul\0bell\a esc\x1b del\x7f";
+  const std::string controls(kControls, sizeof(kControls) - 1);
+  ASSERT_EQ(controls.size(), 19u);
   EXPECT_EQ(tok.decode(tok.encode(controls)), controls);
 }
 
