@@ -21,7 +21,7 @@ JOBS=${MOE_JOBS:-$(nproc)}
 GEN=()
 if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
 cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOE_CUDA=OFF -DMOE_FUZZ=ON \
-  -DMOE_BUILD_TESTS=OFF -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ > "$BUILD.cmake.log" \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ > "$BUILD.cmake.log" \
   || { cat "$BUILD.cmake.log"; exit 1; }
 cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]/#/fuzz_}"
 

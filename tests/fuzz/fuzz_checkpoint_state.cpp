@@ -4,7 +4,7 @@
 // files of one scratch checkpoint directory whose other files are small fixed stand-ins.
 #include "data/loader.h"
 #include "fuzz_util.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string dir = [] {
