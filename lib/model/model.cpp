@@ -198,7 +198,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
                    int64_t max_batch, int64_t seq, DType compute_dtype, bool recompute)
     : cfg_(model), loss_cfg_(loss), backend_(backend) {
   check_model_config(cfg_, loss_cfg_, max_batch, seq, compute_dtype);
-  impl_ = new Impl();
+  impl_ = std::make_unique<Impl>();
   Impl& m = *impl_;
   m.act = compute_dtype;
   m.stat = compute_dtype == DType::kF64 ? DType::kF64 : DType::kF32;
@@ -277,7 +277,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   plan_buffers(m, cfg_, backend_);
 }
 
-MoeModel::~MoeModel() { delete impl_; }
+MoeModel::~MoeModel() = default;
 
 Param& MoeModel::param(const std::string& name) {
   for (Param& p : params_) {

@@ -4,6 +4,7 @@
 // the largest micro-batch it was built for.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -139,7 +140,8 @@ class MoeModel {
   Backend& backend_;
   std::vector<Param> params_;
   std::vector<ParamGroup> groups_;
-  Impl* impl_ = nullptr;
+  // Owned: a constructor that throws (a usage error on an overflowing size) must not leak it.
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace moe
