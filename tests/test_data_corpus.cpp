@@ -100,6 +100,10 @@ TEST(Corpus, BadJsonlNamesFileAndLine) {
   expect_usage_error([&] { read("nofield.jsonl"); }, {"nofield.jsonl:2", "no field 'text'"});
   expect_usage_error([&] { read("notstring.jsonl"); }, {"notstring.jsonl:1", "must be a string"});
   expect_usage_error([&] { read("array.jsonl"); }, {"array.jsonl:1", "JSON object"});
+  // A number beyond double is nlohmann's out_of_range, not a parse_error: it escaped the handler
+  // and terminated the process (found by fuzz_corpus_jsonl).
+  write_text(dir + "/huge.jsonl", "{\"text\": \"ok\"}\n{\"n\": 6E544, \"text\": \"x\"}\n");
+  expect_usage_error([&] { read("huge.jsonl"); }, {"huge.jsonl:2", "invalid JSON"});
 }
 
 TEST(Corpus, InvalidUtf8IsReadAsLatin1InTextAndRefusedInJsonl) {

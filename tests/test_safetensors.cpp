@@ -143,6 +143,9 @@ TEST(SafeTensors, CorruptHeadersAreClearErrors) {
                            R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", d8),
                  {"overlap"});
   expect_corrupt(make_file(R"({"__metadata__":{"k":1}})", ""), {"__metadata__"});
+  // A number beyond double: nlohmann's out_of_range, which the parse_error handler missed.
+  expect_corrupt(make_file(R"({"w":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}})", d8),
+                 {"not valid JSON"});
 }
 
 // Issue 11, item 5: shape products are exact. [2^31, 2^31] F32 is 2^62 elements, 2^64 bytes:

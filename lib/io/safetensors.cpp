@@ -174,7 +174,8 @@ void SafeTensorsReader::parse_header(uint64_t header_len) {
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, text + header_len);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, or out_of_range for a number beyond double (found by fuzz_corpus_jsonl)
     MOE_FAIL("{}: safetensors header is not valid JSON ({} bytes): {}", path_, header_len,
              e.what());
   }
