@@ -76,7 +76,8 @@ Tensor Tensor::reshape(Shape shape) const {
 
 Tensor Tensor::slice_flat(int64_t offset, Shape shape) const {
   const int64_t n = shape_numel(shape);
-  MOE_CHECK(offset >= 0 && n <= numel() && offset <= numel() - n, "flat slice of {} elements at offset {} out of range for {}",
+  MOE_CHECK(offset >= 0 && n <= numel() && offset <= numel() - n,
+            "flat slice of {} elements at offset {} out of range for {}",
             n, offset, shape_str(shape_));
   char* base = static_cast<char*>(data_) + offset * dtype_size(dtype_);
   return Tensor(storage_, base, std::move(shape), dtype_, device_);

@@ -125,7 +125,8 @@ Batch TrainLoader::next() {
   b.targets.resize(static_cast<size_t>(b.batch * b.seq));
   // The position comes from a checkpoint: every step of it is exact (a forged epoch can put it
   // near the int64 limit).
-  const int64_t stride = checked_mul<int64_t>(opt_.batch_size, opt_.world_size, "data loader stride");
+  const int64_t stride =
+      checked_mul<int64_t>(opt_.batch_size, opt_.world_size, "data loader stride");
   const int64_t next = checked_add(position_, stride, "data loader position (checkpoint epoch)");
   const int64_t mine = position_ + opt_.rank * opt_.batch_size;
   for (int64_t r = 0; r < opt_.batch_size; ++r) fill_row(window_at(mine + r), r, b);

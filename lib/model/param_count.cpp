@@ -35,7 +35,8 @@ ParamCounts count_params(const ModelConfig& cfg, int64_t vocab_size) {
   using I = CheckedInt;
   const I V{resolve_vocab(cfg, vocab_size), kParamsWhat};
   const I d{cfg.d_model, kParamsWhat}, hd{cfg.resolved_head_dim(), kParamsWhat};
-  const I H{cfg.n_heads, kParamsWhat}, KV{cfg.n_kv_heads, kParamsWhat}, L{cfg.n_layers, kParamsWhat};
+  const I H{cfg.n_heads, kParamsWhat}, KV{cfg.n_kv_heads, kParamsWhat};
+  const I L{cfg.n_layers, kParamsWhat};
   const I E{cfg.n_experts, kParamsWhat}, k{cfg.top_k, kParamsWhat};
   const I f{cfg.expert_ffn_dim, kParamsWhat};
   const I S{cfg.n_shared_experts, kParamsWhat}, fs{cfg.resolved_shared_ffn_dim(), kParamsWhat};
