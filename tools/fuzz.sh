@@ -20,9 +20,10 @@ BUILD=${MOE_FUZZ_BUILD:-build-fuzz}
 JOBS=${MOE_JOBS:-$(nproc)}
 GEN=()
 if command -v ninja >/dev/null; then GEN=(-G Ninja); fi
+mkdir -p "$BUILD"
 cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOE_CUDA=OFF -DMOE_FUZZ=ON \
-  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ > "$BUILD.cmake.log" \
-  || { cat "$BUILD.cmake.log"; exit 1; }
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ > "$BUILD/configure.log" \
+  || { cat "$BUILD/configure.log"; exit 1; }
 cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]/#/fuzz_}"
 
 export MOE_FUZZ_TMP
