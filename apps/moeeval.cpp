@@ -272,7 +272,8 @@ int main(int argc, char** argv) {
                  "bootstrap resamples for lambada's perplexity stderr (harness default 100000)");
   app.add_option("--jsonl-field", o.jsonl_field, "text field of .jsonl corpora");
   app.add_option("--device", o.device, "cpu, cuda or cuda:N");
-  app.add_option("--threads", o.threads, "CPU threads (0: all cores)");
+  app.add_option("--threads", o.threads, "CPU threads (0: all cores)")
+      ->check(CLI::Range(0, 1024));  // the limit of train.threads: OpenMP crashed at 100000
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, off");
   app.add_option("--dump-requests", o.dump_requests,
                  "write each task's rendered requests to DIR/<task>.jsonl (needs no checkpoint)");

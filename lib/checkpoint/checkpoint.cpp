@@ -200,10 +200,19 @@ TrainerState load_trainer_state(const std::string& dir) {
   // wiped metrics.jsonl): every problem is bad input, exit code 2.
   try {
     auto j = nlohmann::json::parse(read_file(path));
-    MOE_USAGE_CHECK(j.at("format").get<int>() == kStateFormat, "{}: format {} is not supported "
-                    "(expected {})", path, j.at("format").get<int>(), kStateFormat);
-    s.step = j.at("step").get<int64_t>();
-    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    // Integers only: nlohmann converts a float such as 2e112 to int64 by a cast that is
+    // undefined behaviour when out of range (UBSan, found by fuzz_checkpoint_state).
+    auto integer = [&](const char* key) -> int64_t {
+      const nlohmann::json& v = j.at(key);
+      MOE_USAGE_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, found {}", path,
+                      key, v.dump());
+      return v.get<int64_t>();
+    };
+    const int64_t format = integer("format");
+    MOE_USAGE_CHECK(format == kStateFormat, "{}: format {} is not supported (expected {})", path,
+                    format, kStateFormat);
+    s.step = integer("step");
+    s.tokens_seen = integer("tokens_seen");
     s.lr = j.at("lr").get<double>();
     s.data_state = j.at("data");
   } catch (const nlohmann::json::exception& e) {

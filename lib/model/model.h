@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -156,7 +157,8 @@ class MoeModel {
   Backend& backend_;
   std::vector<Param> params_;
   std::vector<ParamGroup> groups_;
-  Impl* impl_ = nullptr;
+  // Owned: a constructor that throws (a usage error on an overflowing size) must not leak it.
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace moe
