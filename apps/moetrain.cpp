@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backend/backend.h"
+#include "comm/process.h"
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/omp_wait_policy.h"
@@ -30,9 +31,12 @@ namespace {
 struct TrainFlags {
   int64_t stop_at_step = 0;
   double peak_tflops = 0;
+  int ranks = 0;                         // --ranks: the layout --dry-run plans for
+  std::vector<double> link_gb_per_s = {3, 50, 450};  // --link-gbs
 };
 
 int train(const moe::CliOptions& opts, const TrainFlags& flags) {
+  const moe::ProcessInfo& proc = moe::process_info();
   std::string checkpoint;
   if (!opts.resume.empty()) checkpoint = moe::find_resume_checkpoint(opts.resume);
   moe::Config cfg = moe::resolve_config(
@@ -43,12 +47,15 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
     cfg.run.out_dir = moe::run_dir_of_checkpoint(checkpoint);
   }
   if (opts.dump_config) {
-    fmt::print("{}", moe::config_to_yaml(cfg));
+    if (proc.rank == 0) fmt::print("{}", moe::config_to_yaml(cfg));
     return 0;
   }
   const double peak = moe::peak_flops(cfg.train, flags.peak_tflops);
   if (opts.dry_run) {
-    fmt::print("{}", moe::dry_run_report(cfg, peak));
+    moe::DryRunLayout layout;
+    layout.ranks = flags.ranks > 0 ? flags.ranks : proc.size;
+    layout.link_gb_per_s = flags.link_gb_per_s;
+    if (proc.rank == 0) fmt::print("{}", moe::dry_run_report(cfg, peak, layout));
     return 0;
   }
   if (checkpoint.empty()) moe::check_fresh_run_dir(cfg.run.out_dir);
@@ -56,24 +63,39 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
                   "(a file, directory, glob or .jsonl file), found none");
   if (opts.debug_sync) setenv("MOE_DEBUG_SYNC", "1", 1);  // read by the CUDA backend
 
-  auto data = moe::open_corpus_data(
-      cfg, checkpoint.empty() ? "" : (fs::path(checkpoint) / "tokenizer.model").string());
+  // A CUDA rank uses the GPU of its local rank (docs/distributed.md).
+  std::string device = cfg.train.device;
+  if (device == "cuda" && proc.size > 1) device = fmt::format("cuda:{}", proc.local_rank);
+  auto backend = moe::make_backend(device, static_cast<int>(cfg.train.threads));
+  auto comm = moe::make_world_communicator(*backend);
+
+  // Rank 0 prepares the data (tokenizer, shards) first; the others then find it cached instead
+  // of writing the same files at the same time.
+  const std::string tokenizer =
+      checkpoint.empty() ? "" : (fs::path(checkpoint) / "tokenizer.model").string();
+  std::unique_ptr<moe::TrainingData> data;
+  if (proc.rank == 0) data = moe::open_corpus_data(cfg, tokenizer);
+  comm->barrier();
+  if (proc.rank != 0) data = moe::open_corpus_data(cfg, tokenizer);
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = data->vocab_size();
   MOE_USAGE_CHECK(cfg.model.vocab_size >= data->vocab_size(), "model.vocab_size: expected at "
                   "least the tokenizer's {} tokens, found {}", data->vocab_size(),
                   cfg.model.vocab_size);
-  auto backend = moe::make_backend(cfg.train.device, static_cast<int>(cfg.train.threads));
 
   moe::TrainerOptions topts;
   topts.resume_checkpoint = checkpoint;
   topts.stop_at_step = flags.stop_at_step;
   topts.peak_flops = peak;
+  topts.comm = comm.get();
   moe::Trainer trainer(cfg, *backend, *data, topts);
 
-  moe::attach_run_log(cfg.run.out_dir);
-  moe::write_file_atomic((fs::path(cfg.run.out_dir) / "config.yaml").string(),
-                         moe::config_to_yaml(cfg));
-  spdlog::info("run directory {} (backend {})", cfg.run.out_dir, backend->name());
+  if (proc.rank == 0) {
+    moe::attach_run_log(cfg.run.out_dir);
+    moe::write_file_atomic((fs::path(cfg.run.out_dir) / "config.yaml").string(),
+                           moe::config_to_yaml(cfg));
+  }
+  spdlog::info("run directory {} (backend {}, {} rank{})", cfg.run.out_dir, backend->name(),
+               proc.size, proc.size > 1 ? "s" : "");
   switch (trainer.run()) {
     case moe::TrainOutcome::kInterrupted: return 130;
     case moe::TrainOutcome::kStopped:
@@ -90,8 +112,9 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  moe::prefer_passive_omp_wait(argv);  // before any OpenMP region: see omp_wait_policy.h
+namespace {
+
+int run_main(int argc, char** argv) {
   CLI::App app{"moetrain: pretrain a sparse Mixture-of-Experts transformer with the lb, z, sp "
                "and cp losses"};
   moe::CliOptions opts;
@@ -106,9 +129,21 @@ int main(int argc, char** argv) {
                  "device peak TFLOP/s for the MFU estimate (default: 0.1 per CPU thread; "
                  "H100 989 bf16 / 495 tf32)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--ranks", flags.ranks,
+                 "with --dry-run: plan for this many ranks (default: the ranks launched)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--link-gbs", flags.link_gb_per_s,
+                 "with --dry-run: link bandwidths in GB/s to time the per-step communication at "
+                 "(default 3,50,450: 25 GbE, 400 Gb/s InfiniBand, NVLink 4)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   const int parsed = moe::parse_command_line(app, argc, argv);
   if (parsed >= 0) return parsed;
   moe::setup_console_logging(opts.log_level);
+  if (const auto& proc = moe::process_info(); proc.rank != 0) {
+    spdlog::set_level(std::max(spdlog::get_level(), spdlog::level::warn));
+    spdlog::set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}] [%^%l%$] %v", proc.rank));
+  }
   try {
     return train(opts, flags);
   } catch (const moe::Error& e) {
@@ -118,4 +153,22 @@ int main(int argc, char** argv) {
     spdlog::error("error: {}", e.what());
     return 1;
   }
+}
+}  // namespace
+
+// Under an MPI launcher every rank runs main. Only rank 0 logs below warnings (with a rank tag,
+// the others may warn); an error on any rank ends the whole job (MPI_Abort), so no rank waits
+// forever for a peer that failed.
+int main(int argc, char** argv) {
+  moe::prefer_passive_omp_wait(argv);  // before any OpenMP region: see omp_wait_policy.h
+  try {
+    moe::init_processes(&argc, &argv);
+  } catch (const moe::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return e.exit_code();
+  }
+  const int code = run_main(argc, argv);
+  if (code != 0 && moe::process_info().size > 1) moe::abort_processes(code);
+  moe::finalize_processes();
+  return code;
 }

@@ -149,6 +149,9 @@ void validate_train(const TrainConfig& t, const ModelConfig& m) {
   check_positive("train.eps", t.eps);
   check_min("train.grad_clip", t.grad_clip, 0.0);
   check_min<int64_t>("train.threads", t.threads, 0);
+  MOE_USAGE_CHECK(t.zero == 0 || t.zero == 1, "train.zero: expected 0 (off) or 1 (ZeRO-1: "
+                  "optimizer state sharded over the ranks), found {}", t.zero);
+  check_positive("train.grad_bucket_mb", t.grad_bucket_mb);
 }
 
 void validate_run(const RunConfig& r) {
