@@ -1,6 +1,6 @@
 // moeeval: evaluates moetrain checkpoints. Modes (combinable): --ppl FILE... (perplexity, bits
 // per byte), --tasks LIST --task-dir DIR (zero-shot, lm-evaluation-harness conventions),
-// --routing FILE... (routing and pathway statistics of SPEC §3). Prints a table per checkpoint,
+// --routing FILE... (routing and pathway statistics of docs/model.md §4). Prints a table per checkpoint,
 // or one side-by-side table with deltas against the first when several are given; --out writes
 // the harness-shaped results JSON. Exit codes: 0 ok, 2 usage / input error, 1 runtime failure.
 #include <fstream>

@@ -1,4 +1,4 @@
-// moetrain: pretrains a sparse MoE transformer (SPEC §1-§2) on text corpora.
+// moetrain: pretrains a sparse MoE transformer (docs/model.md §1-§2) on text corpora.
 //
 //   moetrain --config configs/quickstart.yaml [--set key.path=value ...] [--losses lb,sp,cp]
 //   moetrain --resume runs/quickstart            (continues the run bit-identically)
@@ -55,7 +55,10 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
     moe::DryRunLayout layout;
     layout.ranks = flags.ranks > 0 ? flags.ranks : proc.size;
     layout.link_gb_per_s = flags.link_gb_per_s;
-    if (proc.rank == 0) fmt::print("{}", moe::dry_run_report(cfg, peak, layout));
+    if (proc.rank == 0) {
+      fmt::print("{}", moe::dry_run_report(cfg, peak, layout));
+      fmt::print("{}", moe::check_data_paths(cfg));
+    }
     return 0;
   }
   if (checkpoint.empty()) moe::check_fresh_run_dir(cfg.run.out_dir);

@@ -1,4 +1,4 @@
-// Checkpoints (SPEC §4): one directory per checkpoint,
+// Checkpoints (docs/model.md §5): one directory per checkpoint,
 //   <run_dir>/checkpoints/step_XXXXXXXX/
 //     model.safetensors      parameters, Hugging Face names, f32 (model/weights_io.h)
 //     optimizer.safetensors  AdamW moments "exp_avg.<name>", "exp_avg_sq.<name>"

@@ -1,8 +1,9 @@
 // Loading a checkpoint for evaluation or inference: its config, a MoeModel with its weights built for
-// rows x max_seq_len tokens, and its tokenizer. The model is built with the "sp" statistic
-// switched on (MoeModel
-// computes the co-activated cos^2 only when its LossConfig has sp), so the routing overlap is
-// measured for every checkpoint, including those trained without sp. Logits are unaffected.
+// rows x max_seq_len tokens, and its tokenizer. The model is built with "sp" in its loss list,
+// so the routing overlap (the co-activated cos^2) is reported for every checkpoint, including
+// those trained without sp. (MoeModel's forward currently computes that statistic whatever the
+// loss list says; adding "sp" keeps the overlap measured should it ever skip unused statistics.)
+// Logits are unaffected.
 // DIR may be one checkpoint (checkpoints/step_XXXXXXXX) or a run directory (its newest one).
 #pragma once
 #include <cstdint>

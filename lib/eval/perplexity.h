@@ -1,4 +1,4 @@
-// Perplexity and bits per byte of a text corpus (SPEC §3), and the routing statistics measured
+// Perplexity and bits per byte of a text corpus (docs/model.md §4), and the routing statistics measured
 // on it.
 //
 // Perplexity: each document (lib/data corpus reader: plain files, directories, globs, JSONL

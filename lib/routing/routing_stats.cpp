@@ -1,4 +1,4 @@
-// Routing and pathway statistics (SPEC §3): accumulation of per-token sums over forward passes,
+// Routing and pathway statistics (docs/model.md §4): accumulation of per-token sums over forward passes,
 // and the final per-layer / per-pair / averaged numbers. See routing_stats.h for definitions.
 #include "routing/routing_stats.h"
 
