@@ -26,9 +26,11 @@ std::unique_ptr<Communicator> make_host_communicator(Backend& cpu_backend) {
 }
 
 std::unique_ptr<Communicator> make_world_communicator(Backend& backend) {
-  if (process_info().size <= 1 && backend.device() == Device::kCpu) {
-    return std::make_unique<SingleRankCommunicator>(backend);
-  }
+  if (process_info().size <= 1) return std::make_unique<SingleRankCommunicator>(backend);
+  return make_device_communicator(backend);
+}
+
+std::unique_ptr<Communicator> make_device_communicator(Backend& backend) {
   if (backend.device() == Device::kCpu) return make_mpi_world_communicator();
 #ifdef MOE_WITH_CUDA
   // NCCL for the GPU tensors, bootstrapped (unique id broadcast) and for host values over MPI,

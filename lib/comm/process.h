@@ -30,9 +30,12 @@ void finalize_processes();
 // Ends every rank of the job with `code` (MPI_Abort); a plain exit with one rank.
 [[noreturn]] void abort_processes(int code);
 
-// The communicator over all ranks for tensors of `backend`: SingleRankCommunicator for one rank,
-// MPI for CPU tensors, NCCL (bootstrapped over MPI) for CUDA tensors.
+// The communicator over all ranks for tensors of `backend`: SingleRankCommunicator for one rank
+// (no MPI, no NCCL set up), otherwise make_device_communicator.
 std::unique_ptr<Communicator> make_world_communicator(Backend& backend);
+// MPI for CPU tensors, NCCL (bootstrapped over MPI, or alone for one rank) for CUDA tensors,
+// even with one rank (the 1-rank NCCL test uses it).
+std::unique_ptr<Communicator> make_device_communicator(Backend& backend);
 // An MPI communicator over all ranks for host (CPU) tensors; single-rank without MPI.
 std::unique_ptr<Communicator> make_host_communicator(Backend& cpu_backend);
 

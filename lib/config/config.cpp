@@ -260,6 +260,7 @@ std::vector<Field> build_fields() {
 
   FieldAdder<RunConfig> run{f, "run", &Config::run};
   run.add_string("out_dir", &RunConfig::out_dir);
+  run.add_double("step_timeout_s", &RunConfig::step_timeout_s);
   run.add_int("log_every", &RunConfig::log_every);
   run.add_int("eval_every", &RunConfig::eval_every);
   run.add_int("eval_batches", &RunConfig::eval_batches);

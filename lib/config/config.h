@@ -92,6 +92,9 @@ struct TrainConfig {
 
 struct RunConfig {
   std::string out_dir = "runs/default";
+  // Multi-process runs: a rank that makes no progress (no step, validation or checkpoint
+  // finished) for this long ends itself, and so the job (a hung peer); 0: never.
+  double step_timeout_s = 1800;
   int64_t log_every = 10;
   int64_t eval_every = 100;
   int64_t eval_batches = 16;

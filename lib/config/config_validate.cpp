@@ -157,6 +157,7 @@ void validate_train(const TrainConfig& t, const ModelConfig& m) {
 void validate_run(const RunConfig& r) {
   MOE_USAGE_CHECK(!r.out_dir.empty(), "run.out_dir: expected a directory, found ''");
   check_positive("run.log_every", r.log_every);
+  check_min("run.step_timeout_s", r.step_timeout_s, 0.0);
   check_min<int64_t>("run.eval_every", r.eval_every, 0);
   check_positive("run.eval_batches", r.eval_batches);
   check_min<int64_t>("run.save_every", r.save_every, 0);

@@ -17,6 +17,7 @@
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
 #include "train/schedule.h"
+#include "train/watchdog.h"
 
 namespace fs = std::filesystem;
 
@@ -365,6 +366,8 @@ std::string Trainer::save() {
 
 TrainOutcome Trainer::run() {
   StopSignals signals;
+  // Multi-process runs only: one rank alone cannot wait for a peer.
+  Watchdog watchdog(world_ > 1 ? cfg_.run.step_timeout_s : 0.0, rank_);
   const int64_t last = opts_.stop_at_step > 0
                            ? std::min(opts_.stop_at_step, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
@@ -381,6 +384,7 @@ TrainOutcome Trainer::run() {
   while (step_ < last) {
     auto t0 = std::chrono::steady_clock::now();
     StepResult r = train_step();
+    watchdog.beat("a training step");
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds_ += secs;
     window_seconds += secs;
@@ -397,6 +401,7 @@ TrainOutcome Trainer::run() {
     if (cfg_.run.eval_every > 0 &&
         (step_ % cfg_.run.eval_every == 0 || step_ == cfg_.train.max_steps)) {
       log_valid(validate());
+      watchdog.beat("validation");
     }
     // A signal reaches the ranks at different times: they stop together when any has one.
     std::vector<int64_t> stop = {g_stop_signal.load()};
@@ -405,6 +410,7 @@ TrainOutcome Trainer::run() {
     if ((cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0) || final_step ||
         signalled) {
       save();
+      watchdog.beat("a checkpoint");
     }
     if (signalled) {
       if (rank_ == 0) {

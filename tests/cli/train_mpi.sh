@@ -8,6 +8,7 @@
 #     no checkpoint, no training record.
 #  4. A rank killed with SIGKILL mid-run: the job ends non-zero within a bounded time, and every
 #     checkpoint directory left behind is complete (resumable).
+#  5. A rank that hangs (SIGSTOP) mid-run: rank 0's watchdog (run.step_timeout_s) ends the job.
 source "$2/tests/cli/support/train_common.bash"
 setup_cli_test "$1" "$2" mpi
 MPIRUN=$(command -v mpirun || true)
@@ -109,4 +110,34 @@ latest=$(ls -d "$WORK"/kill/checkpoints/step_???????? | tail -1)
 step=$((10#${latest##*step_}))
 timeout -k 10 240 "$MOETRAIN" --resume "$WORK/kill" --set train.max_steps=$((step + 1)) \
   > "$WORK/kill_resume.log" 2>&1 || { cat "$WORK/kill_resume.log"; fail "resume after the kill failed"; }
+# 5. Stop (not kill) rank 1 once step 3 is logged: the others must not wait forever.
+start=$(date +%s)
+mpirun_np 2 --config "$WORK/tiny.yaml" --set run.out_dir="$WORK/hang" --set train.max_steps=100000 \
+  --set run.save_every=0 --set run.step_timeout_s=5 > "$WORK/hang.log" 2>&1 &
+launcher=$!
+victim=""
+for _ in $(seq 1 600); do
+  if [ -f "$WORK/hang/metrics.jsonl" ] && [ "$(grep -c '"type":"train"' "$WORK/hang/metrics.jsonl")" -ge 3 ]; then
+    for pid in $(pgrep -f -- "run.out_dir=$WORK/hang" || true); do
+      if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then
+        victim=$pid
+      fi
+    done
+    [ -n "$victim" ] && break
+  fi
+  sleep 0.2
+done
+[ -n "$victim" ] || { kill "$launcher" 2>/dev/null; cat "$WORK/hang.log"; fail "rank 1 never reached step 3"; }
+kill -STOP "$victim"
+set +e
+wait "$launcher"
+hang_code=$?
+set -e
+kill -9 "$victim" 2>/dev/null || true
+hang_elapsed=$(( $(date +%s) - start ))
+[ "$hang_code" != 0 ] || fail "the job exited 0 with a hung rank"
+[ "$hang_elapsed" -lt 200 ] || { cat "$WORK/hang.log"; fail "the job waited for the hung rank until the timeout"; }
+grep -q "no progress for" "$WORK/hang.log" || { cat "$WORK/hang.log"; fail "no watchdog message"; }
+
+echo "PASS: hung rank ended by the watchdog in ${hang_elapsed}s (exit $hang_code)"
 echo "PASS: 2-rank training, resume 2 -> 1 rank and 2 -> 4 ZeRO-1 ranks, mismatched configs refused, killed rank ended the job in ${elapsed}s (exit $code), checkpoint $step resumable"

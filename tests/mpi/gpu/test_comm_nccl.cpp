@@ -32,7 +32,7 @@ struct NcclTest : ::testing::Test {
                    << gpus;
     }
     be = make_backend("cuda:" + std::to_string(process_info().local_rank));
-    comm = make_world_communicator(*be);
+    comm = make_device_communicator(*be);  // NCCL even for one rank
   }
   std::unique_ptr<Backend> be;
   std::unique_ptr<Communicator> comm;
