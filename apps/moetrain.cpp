@@ -171,7 +171,9 @@ int main(int argc, char** argv) {
     return e.exit_code();
   }
   const int code = run_main(argc, argv);
-  if (code != 0 && moe::process_info().size > 1) moe::abort_processes(code);
+  // 130: every rank stopped together on a signal after saving (a collective decision): a normal
+  // end. Any other failure may be one rank's alone, so it ends the job.
+  if (code != 0 && code != 130 && moe::process_info().size > 1) moe::abort_processes(code);
   moe::finalize_processes();
   return code;
 }
