@@ -55,7 +55,14 @@ a, b = losses(sys.argv[1]), losses(sys.argv[2])
 assert sorted(a) == sorted(b) == list(range(1, 7)), (sorted(a), sorted(b))
 worst = max(abs(a[s][k] - b[s][k]) / max(abs(a[s][k]), 1e-12)
             for s in a for k in ("loss", "lm", "lb", "z", "sp", "cp", "grad_norm"))
-print(f"2 ranks straight vs 2 ranks -> {sys.argv[3]} rank(s): max relative difference {worst:.3g}")
+def valid(p):
+    return {r["step"]: r for r in map(json.loads, open(p)) if r["type"] == "valid"}
+va, vb = valid(sys.argv[1]), valid(sys.argv[2])
+assert sorted(va) == sorted(vb) and va, (sorted(va), sorted(vb))
+assert all(va[s]["val_tokens"] == vb[s]["val_tokens"] for s in va)
+worst = max([worst] + [abs(va[s]["val_loss"] - vb[s]["val_loss"]) / va[s]["val_loss"] for s in va])
+print(f"2 ranks straight vs 2 ranks -> {sys.argv[3]} rank(s): max relative difference {worst:.3g} "
+      f"(train losses, grad norms, {len(va)} validations)")
 assert worst < 1e-5, worst
 PY
 done
@@ -113,7 +120,7 @@ timeout -k 10 240 "$MOETRAIN" --resume "$WORK/kill" --set train.max_steps=$((ste
 # 5. Stop (not kill) rank 1 once step 3 is logged: the others must not wait forever.
 start=$(date +%s)
 mpirun_np 2 --config "$WORK/tiny.yaml" --set run.out_dir="$WORK/hang" --set train.max_steps=100000 \
-  --set run.save_every=0 --set run.step_timeout_s=5 > "$WORK/hang.log" 2>&1 &
+  --set run.save_every=0 --set run.step_timeout_s=10 > "$WORK/hang.log" 2>&1 &
 launcher=$!
 victim=""
 for _ in $(seq 1 600); do
