@@ -41,6 +41,7 @@ class CudaBackend final : public Backend {
   bool supports(OpKind op, DType dtype) const override;
   void set_debug_sync(bool on) { debug_sync_ = on; }
   cudaStream_t stream() const { return stream_; }
+  int device_index() const { return device_; }
 
   Tensor empty(const Shape& shape, DType dtype) override;
   void upload(Tensor& dst, const void* host, size_t bytes) override;

@@ -256,9 +256,12 @@ std::vector<Field> build_fields() {
   train.add_double("grad_clip", &TrainConfig::grad_clip);
   train.add_int("threads", &TrainConfig::threads);
   train.add_bool("recompute", &TrainConfig::recompute);
+  train.add_int("zero", &TrainConfig::zero);
+  train.add_double("grad_bucket_mb", &TrainConfig::grad_bucket_mb);
 
   FieldAdder<RunConfig> run{f, "run", &Config::run};
   run.add_string("out_dir", &RunConfig::out_dir);
+  run.add_double("step_timeout_s", &RunConfig::step_timeout_s);
   run.add_int("log_every", &RunConfig::log_every);
   run.add_int("eval_every", &RunConfig::eval_every);
   run.add_int("eval_batches", &RunConfig::eval_batches);

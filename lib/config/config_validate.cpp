@@ -216,12 +216,16 @@ void validate_train(const TrainConfig& t, const ModelConfig& m) {
   checked_mul(t.batch_size, t.seq_len, "train.batch_size x train.seq_len");
   checked_mul(checked_mul(t.max_steps, t.batch_size, "train.max_steps x train.batch_size"),
               t.grad_accum, "train.max_steps x train.batch_size x train.grad_accum");
+  MOE_USAGE_CHECK(t.zero == 0 || t.zero == 1, "train.zero: expected 0 (off) or 1 (ZeRO-1: "
+                  "optimizer state sharded over the ranks), found {}", t.zero);
+  check_positive("train.grad_bucket_mb", t.grad_bucket_mb);
 }
 
 void validate_run(const RunConfig& r) {
   MOE_USAGE_CHECK(!r.out_dir.empty(), "run.out_dir: expected a directory, found ''");
   check_positive("run.log_every", r.log_every);
   check_max("run.log_every", r.log_every, kMaxSteps);
+  check_min("run.step_timeout_s", r.step_timeout_s, 0.0);
   check_min<int64_t>("run.eval_every", r.eval_every, 0);
   check_max("run.eval_every", r.eval_every, kMaxSteps);
   check_positive("run.eval_batches", r.eval_batches);

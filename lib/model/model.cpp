@@ -373,4 +373,24 @@ void MoeModel::update_balance_bias(float gamma) {
   }
 }
 
+std::vector<Tensor> MoeModel::balance_loads() {
+  std::vector<Tensor> out;
+  for (Layer& layer : impl_->layers) {
+    if (layer.is_moe && layer.expert_load.defined()) out.push_back(layer.expert_load);
+  }
+  return out;
+}
+
+void MoeModel::set_backward_hook(std::function<void(int64_t)> hook) {
+  backward_hook_ = std::move(hook);
+}
+
+int64_t MoeModel::backward_part(const Param& p) const {
+  static const std::string layers = "model.layers.";
+  if (p.name.rfind(layers, 0) == 0) return std::stoll(p.name.substr(layers.size()));
+  // The embedding (also the tied head) is finished last; the final norm and an untied head first.
+  if (p.name.rfind("model.embed_tokens.", 0) == 0) return -1;
+  return cfg_.n_layers;
+}
+
 }  // namespace moe

@@ -1,7 +1,9 @@
 // moetrain's setup steps (see run_setup.h).
 #include "train/run_setup.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
@@ -162,7 +164,8 @@ double peak_flops(const TrainConfig& train, double peak_tflops_flag) {
   return train.dtype == "bf16" ? 989e12 : 495e12;
 }
 
-std::string dry_run_report(const Config& cfg, double peak) {
+std::string dry_run_report(const Config& cfg, double peak, const DryRunLayout& layout) {
+  const int world = std::max(1, layout.ranks);
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
   const bool assumed_vocab = m.vocab_size == 0;
@@ -196,6 +199,41 @@ std::string dry_run_report(const Config& cfg, double peak) {
                    "micro-batch of {}x{}, total about {}\n",
                    t.device, t.dtype, human_bytes(state_bytes), human_bytes(act.total_bytes),
                    t.batch_size, t.seq_len, human_bytes(state_bytes + act.total_bytes));
+  // Data parallel over `world` ranks: every rank holds the weights, the grads and its activations;
+  // ZeRO-1 splits the AdamW moments (8 bytes per parameter) over the ranks, at the price of one
+  // full-size f32 gather buffer (4 bytes per parameter).
+  {
+    const double total = static_cast<double>(pc.total);
+    const double base = total * (8 + (bf16 ? 2 : 0)) + act.total_bytes;
+    const double plain = base + total * 8;
+    const double zero1 = base + total * 8 / world + (world > 1 ? total * 4 : 0);
+    r += fmt::format("memory per rank with {} rank{} (global batch {} sequences): {} plain data "
+                     "parallel, {} with ZeRO-1 (train.zero: 1; AdamW moments split {} ways){}\n",
+                     world, world > 1 ? "s" : "", world * t.batch_size * t.grad_accum,
+                     human_bytes(plain), human_bytes(zero1), world,
+                     t.zero == 1 ? ", selected" : "");
+  }
+  // Communication per step and rank, ring algorithms (what NCCL and Open MPI use for large
+  // messages): an all-reduce of B bytes sends and receives 2 (N-1)/N B per rank; ZeRO-1's
+  // reduce-scatter of the f32 gradients plus all-gather of the f32 parameters as much. The
+  // reductions of losses, statistics and bias loads are a few KB and left out.
+  if (world > 1) {
+    const double grad_bytes = static_cast<double>(pc.total) * 4;
+    const double per_rank = 2.0 * (world - 1) / world * grad_bytes;
+    const double bucket = t.grad_bucket_mb * (1 << 20);
+    r += fmt::format("communication per step and rank ({} ranks): {}: {} of f32 gradients, "
+                     "{} sent + {} received per rank{}\n", world,
+                     t.zero == 1 ? "reduce-scatter + all-gather (ZeRO-1)"
+                                 : "gradient all-reduce",
+                     human_bytes(grad_bytes), human_bytes(per_rank), human_bytes(per_rank),
+                     t.zero == 1 ? "" : fmt::format(", in {:.0f} buckets of {}",
+                                                    std::ceil(grad_bytes / bucket),
+                                                    human_bytes(bucket)));
+    for (double gbs : layout.link_gb_per_s) {
+      r += fmt::format("  at {:g} GB/s per link: {:.3g} s per step for the gradients\n", gbs,
+                       per_rank / (gbs * 1e9));
+    }
+  }
   r += fmt::format("time at 100% of the assumed peak {:.3g} TFLOP/s: {:.3g} s per step; at 40% "
                    "MFU: {:.3g} h for the run\n",
                    peak / 1e12, fpt * tokens_per_step / peak,

@@ -3,6 +3,7 @@
 // peak, and the log files of the run directory.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 
@@ -44,7 +45,15 @@ double peak_flops(const TrainConfig& train, double peak_tflops_flag);
 
 // Parameter counts, FLOPs per token and step, and the memory estimate of one training process.
 // vocab_size 0: the tokenizer is not trained yet; data.tokenizer_vocab_size is assumed.
-std::string dry_run_report(const Config& cfg, double peak);
+// The multi-process layout the report plans for: ranks (mpirun -np) and the link bandwidths
+// (GB/s, one line each) at which it prints the time the per-step communication takes.
+struct DryRunLayout {
+  int ranks = 1;
+  std::vector<double> link_gb_per_s;
+};
+// With a layout: memory per rank with and without ZeRO-1, and the bytes of the gradient
+// all-reduce (or ZeRO-1's reduce-scatter + all-gather) per step.
+std::string dry_run_report(const Config& cfg, double peak, const DryRunLayout& layout = {});
 
 // The data a run would read, checked without reading it: every data.train / data.valid spec
 // expands to at least one file (lib/data/corpus.h rules) and data.tokenizer, when set, is a file.

@@ -9,9 +9,11 @@
 #include <memory>
 #include <string>
 
+#include "comm/communicator.h"
 #include "config/config.h"
 #include "model/model.h"
 #include "train/data_source.h"
+#include "train/grad_sync.h"
 #include "train/metrics_file.h"
 #include "train/optimizer.h"
 
@@ -22,6 +24,9 @@ struct TrainerOptions {
   int64_t stop_at_step = 0;       // > 0: save a checkpoint and stop after this step (as if
                                   // interrupted; the schedule still spans train.max_steps)
   double peak_flops = 0;          // device peak FLOP/s for the MFU estimate (0: no MFU)
+  // The ranks of a multi-process run (data parallel, docs/distributed.md); nullptr: one rank.
+  // Only rank 0 writes metrics and checkpoints.
+  Communicator* comm = nullptr;
 };
 
 enum class TrainOutcome { kFinished, kStopped, kInterrupted };
@@ -41,7 +46,8 @@ class Trainer {
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
   // Writes a checkpoint of the current state (and prunes old ones); returns its directory. A
-  // failure is a runtime error naming the newest complete checkpoint.
+  // failure is a runtime error naming the newest complete checkpoint. With several ranks every
+  // rank calls it; rank 0 writes (others return "").
   std::string save();
 
   struct StepResult {
@@ -56,6 +62,8 @@ class Trainer {
     int64_t tokens = 0, bytes = 0;
   };
   ValidResult validate();
+  // Seconds this process spent waiting for gradient all-reduces the backward did not hide.
+  double comm_wait_seconds() const { return grad_sync_ ? grad_sync_->wait_seconds() : 0; }
 
  private:
   void log_step(const StepResult& r, double step_seconds, int64_t steps_in_window);
@@ -65,12 +73,21 @@ class Trainer {
   // After a failed write to metrics.jsonl or train.log: a last checkpoint attempt, then a
   // runtime error that says what failed, what was saved and how to continue.
   [[noreturn]] void stop_after_write_failure();
+  void check_ranks_agree();
+  // Whether a stop signal reached any rank (a collective: every rank calls it at the same point).
+  bool any_rank_signalled();
+  void reduce_losses(LossValues& loss);
 
   Config cfg_;
   Backend& backend_;
   TrainingData& data_;
   TrainerOptions opts_;
+  std::unique_ptr<Communicator> own_comm_;  // the 1-rank communicator when opts.comm is null
+  Communicator* comm_ = nullptr;
+  int rank_ = 0, world_ = 1;
   std::unique_ptr<MoeModel> model_;
+  std::unique_ptr<GradSync> grad_sync_;
+  Batch skipped_;  // the other ranks' micro-batches, read past
   std::unique_ptr<AdamW> optimizer_;
   MetricsFile metrics_;
   Batch batch_;
@@ -80,6 +97,7 @@ class Trainer {
   double flops_per_token_ = 0;
   double train_seconds_ = 0;   // time spent in train_step in this process
   int64_t steps_this_process_ = 0;
+  double logged_comm_wait_ = 0;  // comm_wait_seconds() at the last metrics record
 };
 
 }  // namespace moe
