@@ -2,6 +2,7 @@
 //
 //   moetrain --config configs/quickstart.yaml [--set key.path=value ...] [--losses lb,sp,cp]
 //   moetrain --resume runs/quickstart            (continues the run bit-identically)
+//   moetrain --config run.yaml --init-from HF_DIR (starts from a transformers checkpoint)
 //
 // Order: parse the command line -> resolve the config (file < --set < --losses) -> checks of the
 // run directory -> data (tokenizer, shards) -> backend, model, optimizer -> config.yaml and
@@ -11,6 +12,7 @@
 // a signal (after saving a checkpoint).
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 
 #include <spdlog/spdlog.h>
 
@@ -18,6 +20,7 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/omp_wait_policy.h"
+#include "model/hf_import.h"
 #include "train/checkpoint.h"
 #include "train/corpus_data.h"
 #include "train/run_setup.h"
@@ -41,6 +44,20 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
     // The run continues where its checkpoints are, whatever run.out_dir said (a relative path
     // in the saved config may point elsewhere from another working directory).
     cfg.run.out_dir = moe::run_dir_of_checkpoint(checkpoint);
+  }
+  std::unique_ptr<moe::HfImport> hf;
+  if (!opts.init_from.empty()) {
+    MOE_USAGE_CHECK(checkpoint.empty(), "--init-from starts a fresh run; --resume continues one: "
+                    "give one of them");
+    hf = std::make_unique<moe::HfImport>(moe::read_hf_checkpoint(opts.init_from));
+    moe::apply_hf_config(*hf, cfg.model);
+    if (cfg.data.tokenizer.empty()) {
+      MOE_USAGE_CHECK(!hf->tokenizer_model.empty(), "--init-from {}: no tokenizer.model "
+                      "(sentencepiece) there: give the tokenizer whose ids the model was trained "
+                      "on with --set data.tokenizer=PATH", opts.init_from);
+      cfg.data.tokenizer = hf->tokenizer_model;
+    }
+    moe::validate(cfg);
   }
   if (opts.dump_config) {
     fmt::print("{}", moe::config_to_yaml(cfg));
@@ -68,6 +85,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   topts.resume_checkpoint = checkpoint;
   topts.stop_at_step = flags.stop_at_step;
   topts.peak_flops = peak;
+  topts.init_from = hf.get();
   moe::Trainer trainer(cfg, *backend, *data, topts);
 
   moe::attach_run_log(cfg.run.out_dir);

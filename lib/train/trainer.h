@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "train/data_source.h"
+#include "model/hf_import.h"
 #include "train/optimizer.h"
 
 namespace moe {
@@ -21,6 +22,7 @@ struct TrainerOptions {
   int64_t stop_at_step = 0;       // > 0: save a checkpoint and stop after this step (as if
                                   // interrupted; the schedule still spans train.max_steps)
   double peak_flops = 0;          // device peak FLOP/s for the MFU estimate (0: no MFU)
+  const HfImport* init_from = nullptr;  // fresh run: start from these weights (--init-from)
 };
 
 enum class TrainOutcome { kFinished, kStopped, kInterrupted };
