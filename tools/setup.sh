@@ -2,6 +2,9 @@
 # Installs every dependency of moe-spec from Debian packages (run as root, or with sudo present).
 # Usage: tools/setup.sh            (build dependencies, quickstart corpus, plotting)
 #        tools/setup.sh --torch    (also PyTorch, for tools/reference and the benchmarks)
+#        tools/setup.sh --hf       (--torch, then tools/setup_hf.sh: the venv tools/hf/venv with
+#                                   pinned transformers and lm-eval from PyPI, for the Hugging
+#                                   Face export/import and its tests; tools/test.sh runs this)
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -9,7 +12,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
       libsentencepiece-dev sentencepiece libgtest-dev libgmock-dev libopenblas-dev libdnnl-dev libomp-dev libbz2-dev
       fortunes fortunes-min python3 python3-numpy python3-yaml python3-matplotlib)
-if [ "${1:-}" = "--torch" ]; then PKGS+=(python3-torch); fi
+if [ "${1:-}" = "--torch" ] || [ "${1:-}" = "--hf" ]; then PKGS+=(python3-torch python3-venv); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,4 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all Debian packages already installed"
+fi
+if [ "${1:-}" = "--hf" ]; then
+  bash "$(dirname "$0")/setup_hf.sh"
 fi
