@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Creates tools/hf/venv: the Python side of the Hugging Face interop (tools/hf, its tests).
 # Debian's python3-torch (1.13, CPU; installed by `tools/setup.sh --torch`) is reused through
-# --system-site-packages; PyPI supplies the pinned versions below, which work with it and with
-# each other (tools/hf/requirements.txt; a CUDA torch wheel from PyPI would be gigabytes and is not needed).
+# --system-site-packages; PyPI supplies the versions pinned in tools/hf/requirements.txt, which
+# work with it and with each other (a CUDA torch wheel from PyPI would be gigabytes; not needed).
 # Usage: tools/setup_hf.sh   (idempotent: a venv made from the same requirements.txt is kept)
 set -euo pipefail
 cd "$(dirname "$0")/.."
