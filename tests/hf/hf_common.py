@@ -49,11 +49,12 @@ TINY_MODELS = {
 }
 
 
-def train_tiny(env, name, steps=6, cache=None, losses="lb,z,sp,cp"):
+def train_tiny(env, name, steps=6, cache=None, losses="lb,z,sp,cp", model_extra=None):
     """Trains a tiny model on three fortunes files; returns its newest checkpoint directory."""
     model = {"d_model": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "n_experts": 4,
              "top_k": 2, "expert_ffn_dim": 32, "ffn_dim": 64, "max_seq_len": 32}
     model.update(TINY_MODELS[name])
+    model.update(model_extra or {})
     out = env.path("runs", name)
     cfg = {
         "model": model,

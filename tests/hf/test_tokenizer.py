@@ -78,7 +78,9 @@ from transformers import AutoTokenizer  # noqa: E402
 
 tok = AutoTokenizer.from_pretrained(env.path("hf"))
 assert type(tok).__name__ == "PreTrainedTokenizerFast", type(tok)
-assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 2, 2)
+# the default (add_special_tokens=True) starts with </s>, as moe-spec's sequences do
+assert tok("Hello")["input_ids"] == [2] + tok("Hello", add_special_tokens=False)["input_ids"]
 
 groups = {}
 for root, _, files in sorted(os.walk(os.path.join(data, "zeroshot"))):

@@ -35,7 +35,11 @@ import yaml
 from safetensors.numpy import load_file, save_file
 
 TRANSFORMERS_VERSION = "4.44.2"
-TOKENIZER_SPECIALS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+# moe-spec starts every sequence with eos (</s>, id 2; documents are separated by it, SPEC §1):
+# so the exported tokenizer's bos is </s> too, prepended when add_special_tokens=True (the
+# transformers default, and what lm-evaluation-harness uses for contexts), so that transformers
+# sees what moeeval scores. sentencepiece's <s> (id 1) is never used.
+TOKENIZER_SPECIALS = {"unk_token": "<unk>", "bos_token": "</s>", "eos_token": "</s>"}
 
 
 class UsageError(Exception):
@@ -111,7 +115,7 @@ def common_config(m, loss, vocab):
         "tie_word_embeddings": bool(m["tie_embeddings"]), "rope_theta": float(m["rope_theta"]),
         "attention_dropout": 0.0, "num_experts_per_tok": m["top_k"],
         "output_router_logits": False, "router_aux_loss_coef": float(loss.get("lb_coef", 0.0)),
-        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+        "bos_token_id": 2, "eos_token_id": 2, "torch_dtype": "float32",
         "transformers_version": TRANSFORMERS_VERSION,
     }
 
@@ -223,9 +227,11 @@ def build_tokenizer(sp_model_path, max_len):
     score (sentencepiece BPE applies the best-scoring merge first), byte fallback, and
     sentencepiece's whitespace marker (as transformers' own SpmConverter builds it). moe-spec's sentencepiece settings (lib/data/tokenizer.h) are
     identity normalisation, no dummy prefix, split digits, byte fallback: so no normaliser beyond
-    ' ' -> U+2581 and no prefix. No bos/eos is added on encode, as Tokenizer::encode adds none."""
+    ' ' -> U+2581 and no prefix. With add_special_tokens=False the ids are Tokenizer::encode's;
+    with add_special_tokens=True (the default) </s> comes first, as in every sequence moe-spec
+    trains on or scores."""
     from sentencepiece import SentencePieceProcessor
-    from tokenizers import Tokenizer, decoders, normalizers
+    from tokenizers import Tokenizer, decoders, normalizers, processors
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import generate_merges
@@ -261,6 +267,8 @@ def build_tokenizer(sp_model_path, max_len):
     merges = generate_merges(vocab, scores)
     tok = Tokenizer(BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
     tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.post_processor = processors.TemplateProcessing(
+        single="</s> $A", pair="</s> $A $B", special_tokens=[("</s>", 2)])
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
                                      decoders.Fuse()])
     # split_special_tokens: text such as wikitext's literal "<unk>" is encoded as characters, as
@@ -293,8 +301,9 @@ def model_card(config, state, arch, ckpt):
         f"- training data: {', '.join(str(x) for x in train) or 'not recorded'}",
         f"- steps: {state.get('step', 'not recorded')}, seed {config.get('train', {}).get('seed')}",
         f"- source checkpoint: {os.path.basename(os.path.normpath(ckpt))}",
-        "", "The tokenizer adds no bos/eos; moe-spec starts every scored sequence with eos (`</s>`, "
-        "id 2).", "",
+        "", "moe-spec starts every sequence with `</s>` (id 2), its document separator: the "
+        "tokenizer's bos is `</s>` and `add_special_tokens=True` (the default) prepends it. The "
+        "sentencepiece model it was converted from is `tokenizer.model`.", "",
     ]
     return "\n".join(lines)
 
@@ -317,7 +326,7 @@ def export(ckpt_arg, out, arch, max_shard_bytes):
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
         with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-            json.dump({"bos_token_id": 1, "eos_token_id": 2,
+            json.dump({"bos_token_id": 2, "eos_token_id": 2,
                        "transformers_version": TRANSFORMERS_VERSION}, f, indent=2)
         write_weights(tmp, out_tensors, max_shard_bytes)
         tok.save_pretrained(tmp)
