@@ -16,9 +16,9 @@ env = hc.Env(sys.argv, "lm-eval")
 LIMIT = int(os.environ.get("MOE_LM_EVAL_LIMIT", "200"))
 names = ("piqa", "arc_easy")
 
-# max_seq_len 512: the harness cannot score a continuation longer than the model's context (it
-# asserts), where moeeval splits it into windows; 512 tokens hold every piqa / arc_easy item.
-ckpt = hc.train_tiny(env, "vanilla", steps=30, model_extra={"max_seq_len": 512})
+# max_seq_len 2048: the harness cannot score a continuation longer than the model's context (it
+# asserts), where moeeval splits it into windows; 2048 tokens hold every piqa / arc_easy item.
+ckpt = hc.train_tiny(env, "vanilla", steps=30, model_extra={"max_seq_len": 2048})
 out = env.path("hf")
 hc.run([sys.executable, os.path.join(env.src, "tools", "hf", "export_hf.py"), ckpt, out])
 
