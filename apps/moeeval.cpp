@@ -1,6 +1,6 @@
 // moeeval: evaluates moetrain checkpoints. Modes (combinable): --ppl FILE... (perplexity, bits
 // per byte), --tasks LIST --task-dir DIR (zero-shot, lm-evaluation-harness conventions),
-// --routing FILE... (routing and pathway statistics of SPEC §3). Prints a table per checkpoint,
+// --routing FILE... (routing and pathway statistics of docs/model.md §4). Prints a table per checkpoint,
 // or one side-by-side table with deltas against the first when several are given; --out writes
 // the harness-shaped results JSON. Exit codes: 0 ok, 2 usage / input error, 1 runtime failure.
 #include <fstream>
@@ -13,7 +13,7 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/omp_wait_policy.h"
-#include "eval/eval_checkpoint.h"
+#include "checkpoint/model_checkpoint.h"
 #include "eval/moe_scoring.h"
 #include "eval/report_table.h"
 #include "eval/task_readers.h"
@@ -57,7 +57,7 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
                                      moe::Backend& backend) {
   using namespace moe::eval;
   const auto t0 = std::chrono::steady_clock::now();
-  EvalCheckpoint ck = load_eval_checkpoint(dir, backend, o.batch_size);
+  moe::LoadedCheckpoint ck = moe::load_model_checkpoint(dir, backend, o.batch_size);
   MoeScoring model(*ck.model, o.batch_size);
   const moe::data::Tokenizer& tok = *ck.tokenizer;
   const Encoder encode = [&tok](const std::string& s) { return tok.encode(s); };

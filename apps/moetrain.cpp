@@ -1,4 +1,4 @@
-// moetrain: pretrains a sparse MoE transformer (SPEC §1-§2) on text corpora.
+// moetrain: pretrains a sparse MoE transformer (docs/model.md §1-§2) on text corpora.
 //
 //   moetrain --config configs/quickstart.yaml [--set key.path=value ...] [--losses lb,sp,cp]
 //   moetrain --resume runs/quickstart            (continues the run bit-identically)
@@ -20,8 +20,8 @@
 #include "config/cli.h"
 #include "core/error.h"
 #include "core/omp_wait_policy.h"
+#include "checkpoint/checkpoint.h"
 #include "model/hf_import.h"
-#include "train/checkpoint.h"
 #include "train/corpus_data.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"
@@ -66,6 +66,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   const double peak = moe::peak_flops(cfg.train, flags.peak_tflops);
   if (opts.dry_run) {
     fmt::print("{}", moe::dry_run_report(cfg, peak));
+    fmt::print("{}", moe::check_data_paths(cfg));
     return 0;
   }
   if (checkpoint.empty()) moe::check_fresh_run_dir(cfg.run.out_dir);

@@ -1,4 +1,4 @@
-// Cross-entropy over the vocabulary and the auxiliary losses of SPEC §2 (lb, z, sp, cp) with
+// Cross-entropy over the vocabulary and the auxiliary losses of docs/model.md §2 (lb, z, sp, cp) with
 // their backward passes.
 //
 // Cross-entropy streams each logits row (bf16 or f32) through registers in one pass with an

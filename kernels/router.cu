@@ -3,7 +3,7 @@
 // used by R_cp; the expert load and the auxiliary-loss-free bias update.
 //
 // One thread per token: E is small (<= a few hundred) and k <= 16, and a sequential scan in
-// ascending expert order with a strict '>' comparison is exactly the tie rule of SPEC §1.
+// ascending expert order with a strict '>' comparison is exactly the tie rule of docs/model.md §1.6.
 #include "cuda_backend.h"
 
 namespace moe {

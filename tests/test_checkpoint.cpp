@@ -15,7 +15,7 @@
 #include "backend/backend.h"
 #include "core/error.h"
 #include "support/paths.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 
@@ -261,7 +261,7 @@ TEST(Checkpoint, KeepLastPrunesDuringTraining) {
 }
 
 TEST(Trainer, GradientAccumulationEqualsOneLargeBatch) {
-  // Without auxiliary losses (whose statistics are per micro-batch by definition, SPEC §2) and
+  // Without auxiliary losses (whose statistics are per micro-batch by definition, docs/model.md §2) and
   // with equal token counts, the mean of the micro-batch gradients is the big batch's gradient.
   auto be = make_backend("cpu", 1);
   Config accum = tiny_config(test::make_temp_dir("accum2"));

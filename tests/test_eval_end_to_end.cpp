@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/backend.h"
-#include "eval/eval_checkpoint.h"
+#include "checkpoint/model_checkpoint.h"
 #include "eval/eval_report.h"
 #include "eval/moe_scoring.h"
 #include "eval/perplexity.h"
@@ -75,7 +75,7 @@ TEST(EvalEndToEnd, TinyCheckpointAllModes) {
       << R"({"context": "All:\nSpeak,", "choices": ["speak.", "qqq zzz"], "gold": 0})" "\n";
 
   auto backend = make_backend("cpu", 2);
-  EvalCheckpoint ck = load_eval_checkpoint(tmp + "/run", *backend, 4);  // run dir -> newest
+  LoadedCheckpoint ck = load_model_checkpoint(tmp + "/run", *backend, 4);  // run dir -> newest
   EXPECT_EQ(ck.dir, dir);
   MoeScoring model(*ck.model, 4);
   const data::Tokenizer& tok = *ck.tokenizer;

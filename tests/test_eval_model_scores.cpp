@@ -11,7 +11,7 @@
 
 #include "backend/backend.h"
 #include "core/error.h"
-#include "eval/eval_checkpoint.h"
+#include "checkpoint/model_checkpoint.h"
 #include "eval/loglik_scorer.h"
 #include "eval/moe_scoring.h"
 #include "io/safetensors.h"
@@ -121,20 +121,20 @@ void expect_usage_error(Fn fn, const std::vector<std::string>& parts) {
 TEST(EvalModelScores, CheckpointWithoutTokenizerIsAClearError) {
   auto backend = make_backend("cpu", 1);
   const std::string dir = write_checkpoint("ck-notok", false);
-  expect_usage_error([&] { load_eval_checkpoint(dir, *backend, 2); }, {dir, "tokenizer.model"});
+  expect_usage_error([&] { load_model_checkpoint(dir, *backend, 2); }, {dir, "tokenizer.model"});
   // A run directory resolves to its newest checkpoint, with the same error.
   const std::string run = fs::path(dir).parent_path().parent_path().string();
-  expect_usage_error([&] { load_eval_checkpoint(run, *backend, 2); }, {"tokenizer.model"});
+  expect_usage_error([&] { load_model_checkpoint(run, *backend, 2); }, {"tokenizer.model"});
   fs::remove(fs::path(dir) / "model.safetensors");
-  expect_usage_error([&] { load_eval_checkpoint(dir, *backend, 2); }, {"model.safetensors"});
-  expect_usage_error([&] { load_eval_checkpoint(dir + "/nope", *backend, 2); },
+  expect_usage_error([&] { load_model_checkpoint(dir, *backend, 2); }, {"model.safetensors"});
+  expect_usage_error([&] { load_model_checkpoint(dir + "/nope", *backend, 2); },
                      {"no such directory"});
 }
 
 TEST(EvalModelScores, CheckpointWithCorruptTokenizerIsAClearError) {
   auto backend = make_backend("cpu", 1);
   const std::string dir = write_checkpoint("ck-badtok", true);
-  expect_usage_error([&] { load_eval_checkpoint(dir, *backend, 2); }, {"tokenizer.model"});
+  expect_usage_error([&] { load_model_checkpoint(dir, *backend, 2); }, {"tokenizer.model"});
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Model weights <-> safetensors: Hugging Face names and shapes of SPEC §4, a bitwise round trip
+// Model weights <-> safetensors: Hugging Face names and shapes of docs/model.md §5, a bitwise round trip
 // (the reloaded model computes the same logits), the parameter count, and clear errors for a
 // truncated file, a missing tensor, a wrong shape and an unexpected tensor.
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // Checks the golden fixtures tests/data/fixtures/{vanilla,deepseek} (written by
 // tools/reference/make_fixtures.py) as files: the project's safetensors reader accepts them, every
-// parameter of SPEC §4's table is present with its shape for the config in the JSON, each trainable
+// parameter of docs/model.md §5.3's table is present with its shape for the config in the JSON, each trainable
 // parameter has its grad.* and every parameter its step3.*, the targets are the next tokens, the
 // stored logits reproduce the stored lm loss, and the JSON's total is the weighted sum of its terms.
 // The model's agreement with the fixtures is tested by the model's own tests; this one makes sure
@@ -36,7 +36,7 @@ Fixture load_fixture(const std::string& name) {
   return f;
 }
 
-// The parameter names and shapes of SPEC §4 for a model config from the fixture JSON.
+// The parameter names and shapes of docs/model.md §5 for a model config from the fixture JSON.
 std::map<std::string, Shape> expected_parameters(const json& model, bool with_bias) {
   const int64_t d = model["d_model"], V = model["vocab_size"], H = model["n_heads"];
   const int64_t KV = model["n_kv_heads"], E = model["n_experts"], f = model["expert_ffn_dim"];

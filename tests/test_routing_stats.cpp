@@ -1,4 +1,4 @@
-// Routing statistics (lib/eval/routing_stats) on a constructed two-layer routing whose every
+// Routing statistics (lib/routing/routing_stats) on a constructed two-layer routing whose every
 // statistic was worked out by hand (the derivations are in the comments next to each expectation).
 #include <cmath>
 
@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "eval/routing_stats.h"
+#include "routing/routing_stats.h"
 
-namespace moe::eval {
+namespace moe::routing {
 namespace {
 
 // Two MoE layers (transformer layers 1 and 3), E = 4, k = 2, 4 tokens.
@@ -192,4 +192,4 @@ TEST(RoutingStats, RejectsInconsistentPasses) {
 }
 
 }  // namespace
-}  // namespace moe::eval
+}  // namespace moe::routing

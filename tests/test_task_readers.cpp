@@ -148,7 +148,7 @@ TEST(TaskReadersReal, TasksWithoutFilesAreClearErrors) {
 }
 
 TEST(TaskReaders, HellaswagPreprocess) {
-  // The example of lm-eval-conventions.md §1.1, checked there with CPython.
+  // HellaSwag's preprocess example (docs/model.md §4.2), checked with CPython.
   EXPECT_EQ(hellaswag_preprocess("clean [title] Step one.  [step] Wash   it."),
             "clean. Step one.  Wash  it.");
   EXPECT_EQ(hellaswag_preprocess("  keep [no close"), "keep [no close");

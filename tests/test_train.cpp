@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 #include "support/paths.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 

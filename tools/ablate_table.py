@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The ablation table of tools/ablate.sh, shaped like the paper's (paper-notes.md §4):
+"""The ablation table of tools/ablate.sh, shaped like the paper's ablation table (arXiv 2602.14159):
 one row per (architecture, loss set), mean ± sample std over seeds of
 
   val ppl    exp(sum NLL / tokens) over every --ppl text of the run's eval.json
@@ -27,7 +27,7 @@ import sys
 CELL_ORDER = ["lb", "lb+z", "lb+sp", "lb+cp", "lb+sp+cp", "lb+z+sp+cp"]
 CELL_NAME = {"lb": "L_lb", "lb+z": "L_lb,z", "lb+sp": "L_lb,sp", "lb+cp": "L_lb,cp",
              "lb+sp+cp": "L_lb,sp,cp", "lb+z+sp+cp": "L_lb,z,sp,cp"}
-# Paper, Medium (1.1B), validation perplexity (paper-notes.md §4 and §7).
+# Paper, Medium (1.1B), validation perplexity, as the paper reports it.
 PAPER_PPL = {("vanilla", "lb"): 12.50, ("vanilla", "lb+sp"): 12.44, ("vanilla", "lb+cp"): 12.33,
              ("vanilla", "lb+sp+cp"): 12.27, ("vanilla", "lb+z+sp+cp"): 12.17,
              ("deepseek", "lb"): 12.33, ("deepseek", "lb+sp"): 12.29, ("deepseek", "lb+cp"): 12.22,

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch peer of moebench: the same model (SPEC §1) and losses (SPEC §2) written the way a
+"""PyTorch peer of moebench: the same model (docs/model.md §1) and losses (docs/model.md §2) written the way a
 PyTorch user would, timed on the same GPU with the same shapes.
 
 Idiomatic fast PyTorch: bf16 autocast with fp32 master weights, F.scaled_dot_product_attention

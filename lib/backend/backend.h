@@ -191,7 +191,7 @@ class Backend {
   virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse,
                                       const Tensor& targets, float scale) = 0;
 
-  // ---- auxiliary losses (SPEC §2). Forward writes the unscaled value of ONE MoE layer (or, for
+  // ---- auxiliary losses (docs/model.md §2). Forward writes the unscaled value of ONE MoE layer (or, for
   // cp, of all adjacent pairs) into loss[1] f32; backward ADDS coef * dL/dinput. -------------
   // L_lb = E * sum_e f_e P_e, f_e = count_e / (k N), P_e = mean_t s_t(e)
   virtual void lb_loss_forward(Tensor& loss, const Tensor& probs, const Tensor& topk_idx) = 0;

@@ -12,7 +12,7 @@
 // Text is normalised: a leading UTF-8 byte-order mark is dropped, CRLF and lone CR become LF.
 // Bytes of a plain text file that are not valid UTF-8 are read as Latin-1 characters (byte b
 // becomes U+00b), with one warning per file naming it, the count and the first byte offset:
-// older corpora (several Gutenberg and State-of-the-Union files in ../shared) are Latin-1 in
+// older corpora (several Gutenberg and State-of-the-Union files in data/corpora) are Latin-1 in
 // places, this reading is lossless and right for them, and bits per byte then counts the UTF-8
 // bytes of the repaired text. JSON is UTF-8 by definition, so in a JSONL file invalid UTF-8 is
 // an error naming the file, line and byte offset. Empty documents (no bytes after

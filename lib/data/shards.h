@@ -13,7 +13,7 @@
 //       56    8 reserved (0)
 //       64      tokens
 //
-// Stream layout (SPEC §1): a shard is [c] + tokens(doc_1) + [eos] + tokens(doc_2) + [eos] ...
+// Stream layout (docs/model.md §3): a shard is [c] + tokens(doc_1) + [eos] + tokens(doc_2) + [eos] ...
 // where the first token c is context only: it is eos for document streams, so every document
 // follows an eos and even the first document's first token is a prediction target. (A single
 // book split by tokens starts its validation shard with the last training token instead.)

@@ -1,4 +1,4 @@
-// Sentencepiece wrapper: loading, training (SPEC §1 settings), encode/decode, fingerprint and
+// Sentencepiece wrapper: loading, training (docs/model.md §3 settings), encode/decode, fingerprint and
 // per-token byte lengths. See tokenizer.h.
 #include "data/tokenizer.h"
 

@@ -1,4 +1,4 @@
-// The sentencepiece tokenizer of moe-spec (SPEC §1): load a .model, or train a BPE model with
+// The sentencepiece tokenizer of moe-spec (docs/model.md §3): load a .model, or train a BPE model with
 // byte_fallback, identity normalization, add_dummy_prefix off, remove_extra_whitespaces off,
 // split_digits on, unk 0 / bos 1 / eos 2 / no pad. With these settings decode(encode(x)) == x for
 // UTF-8 text, with one exception inherited from sentencepiece: the character U+2581 ('▁', the
@@ -109,7 +109,7 @@ class TrainingSample {
 // max_bytes at the last whitespace or UTF-8 character boundary before the limit.
 std::vector<std::string_view> split_training_sentences(std::string_view text, size_t max_bytes);
 
-// Trains the SPEC §1 BPE model on the sentences. Errors (e.g. a vocabulary larger than the
+// Trains the docs/model.md §3 BPE model on the sentences. Errors (e.g. a vocabulary larger than the
 // sample supports) are usage errors naming the data.tokenizer_vocab_size setting.
 // The result is a pure function of (sentences, vocab_size): the trainer runs with one thread
 // because sentencepiece records num_threads in the model file (so the fingerprint would change

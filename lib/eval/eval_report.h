@@ -1,7 +1,7 @@
 // What moeeval measured for one checkpoint, and its JSON form.
 //
-// The JSON has the shape of lm-evaluation-harness's results file (v0.4.12, lm-eval-conventions
-// §5): "results" {task: {"name", "alias", "sample_len", "<metric>,none", "<metric>_stderr,none"}}
+// The JSON has the shape of lm-evaluation-harness's results file (v0.4.12; docs/model.md
+// §4.2): "results" {task: {"name", "alias", "sample_len", "<metric>,none", "<metric>_stderr,none"}}
 // (stderr "N/A" where the harness has none), "group_subtasks", "configs", "versions", "n-shot",
 // "higher_is_better", "n-samples", "config", "git_hash", "date", "max_length", "model_name",
 // "total_evaluation_time_seconds". moeeval's own measurements sit in sections of their own:

@@ -1,4 +1,4 @@
-// Perplexity and bits per byte of a text corpus (SPEC §3), and the routing statistics measured
+// Perplexity and bits per byte of a text corpus (docs/model.md §4), and the routing statistics measured
 // on it.
 //
 // Perplexity: each document (lib/data corpus reader: plain files, directories, globs, JSONL
@@ -18,10 +18,17 @@
 #include <vector>
 
 #include "eval/loglik_scorer.h"
-#include "eval/routing_stats.h"
+#include "routing/routing_stats.h"
 #include "eval/token_requests.h"
 
 namespace moe::eval {
+
+// The routing statistics live in lib/routing (moetrain and moeinfer record them too).
+using routing::LayerRoutingStats;
+using routing::PathwayStats;
+using routing::RoutingAccumulator;
+using routing::RoutingSummary;
+using routing::routing_summary_to_json;
 
 struct PerplexityResult {
   std::string source;  // the path specs, joined

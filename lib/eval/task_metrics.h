@@ -1,5 +1,5 @@
 // Per-document metrics and their aggregation exactly as lm-evaluation-harness computes them
-// (lm-eval-conventions.md §2.4, §4):
+// (docs/model.md §4.2):
 //   acc       = [argmax_i ll_i == gold]                       (np.argmax: first maximum)
 //   acc_norm  = [argmax_i ll_i / chars(choice_i) == gold]     (code points, no delimiter)
 //   winogrande acc = [argmax over contexts of ll(suffix | ctx_i) == gold]

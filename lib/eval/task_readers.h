@@ -1,10 +1,10 @@
 // Zero-shot task readers: each turns one task file into a Task whose requests are exactly the
 // (context, continuation) pairs lm-evaluation-harness v0.4.x sends for that task, 0-shot
-// (shared/reference/lm-eval-conventions.md §1). Every reader checks its input and fails with a
+// (docs/model.md §4.2). Every reader checks its input and fails with a
 // usage error naming file:line and what was expected (missing field, label out of range, label
 // count that does not match the items).
 //
-// File layout under --task-dir DIR (the layout of shared/data/zeroshot; first existing wins):
+// File layout under --task-dir DIR (the layout of data/zeroshot; first existing wins):
 //   hellaswag       hellaswag/hellaswag_val.jsonl (original Rowan/hellaswag validation, exact
 //                   harness preprocessing), else hellaswag/hellaswag_val_full.txt[.bz2] (the
 //                   llama.cpp 6-line conversion; see read_hellaswag_converted for what it loses)

@@ -1,6 +1,6 @@
 // Readers for the question-answering multiple-choice tasks: piqa, arc_easy / arc_challenge,
 // openbookqa, boolq, sciq, copa, and the generic user task. Prompts follow the harness YAMLs
-// quoted in lm-eval-conventions.md §1.2-1.9.
+// listed in docs/model.md §4.2.
 #include <fstream>
 
 #include "core/error.h"

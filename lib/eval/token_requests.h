@@ -1,5 +1,5 @@
 // From strings to scored token sequences, as lm-evaluation-harness does it (HF backend,
-// lm-eval-conventions.md §2.1, §2.3, §3.1), with SPEC §1's start-of-text: every sequence starts
+// docs/model.md §4.1-§4.2), with the start-of-text of docs/model.md §3: every sequence starts
 // with one eos, the token every training document follows.
 //
 // Context / continuation split: trailing whitespace of the context moves to the continuation;

@@ -32,7 +32,7 @@ struct TaskResult {
 struct ZeroShotOptions {
   int64_t limit = 0;                // 0: every document
   int64_t bootstrap_iters = 100000; // the harness CLI default (lambada perplexity stderr)
-  int32_t start_token = 2;          // eos (SPEC §1)
+  int32_t start_token = 2;          // eos (docs/model.md §3)
   bool kv_cache = true;             // share contexts through the model's KV cache (if it has one)
 };
 

@@ -1,4 +1,4 @@
-// MoeModel: the decoder-only MoE transformer of SPEC §1 with the losses of SPEC §2, as explicit
+// MoeModel: the decoder-only MoE transformer of docs/model.md §1 with the losses of docs/model.md §2, as explicit
 // forward and backward passes over the Backend interface. It owns the parameters (f32 master
 // copies, HF names, [out, in]), their gradients, and every activation buffer, planned once for
 // the largest micro-batch it was built for.
@@ -43,7 +43,7 @@ struct Batch {
 };
 
 // Loss terms of the last forward pass, unscaled (the coefficients are in LossConfig).
-// lb, z, sp and cp are summed over MoE layers as in SPEC §2; total applies the coefficients of
+// lb, z, sp and cp are summed over MoE layers as in docs/model.md §2; total applies the coefficients of
 // the enabled losses.
 struct LossValues {
   double lm = 0, lb = 0, z = 0, sp = 0, cp = 0, total = 0;

@@ -1,4 +1,4 @@
-// Parameter counts, FLOPs per token and an activation-memory estimate of the model of SPEC §1, as
+// Parameter counts, FLOPs per token and an activation-memory estimate of the model of docs/model.md §1, as
 // pure functions of a ModelConfig. Used by MoeModel, by `moetrain --dry-run` and by the
 // throughput / MFU metrics, so every place reports the same numbers.
 //

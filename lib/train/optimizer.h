@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "checkpoint/checkpoint.h"
 #include "config/config.h"
 #include "model/model.h"
 
@@ -15,7 +16,7 @@ namespace moe {
 class SafeTensorsReader;
 class SafeTensorsWriter;
 
-class AdamW {
+class AdamW final : public OptimizerStateIO {
  public:
   // Allocates zeroed m and v for every trainable parameter. `params` must outlive the optimizer.
   // With `groups` (MoeModel::param_groups()), the parameters that live in a group are updated,
@@ -33,9 +34,9 @@ class AdamW {
   // One update with 1-based step number `step` (bias correction) and learning rate lr.
   void step(int64_t step, double lr, float grad_scale);
 
-  void save(SafeTensorsWriter& out);
+  void save(SafeTensorsWriter& out) override;
   // Restores m and v; a moment missing or of the wrong shape is an error naming it and `origin`.
-  void load(const SafeTensorsReader& in);
+  void load(const SafeTensorsReader& in) override;
 
  private:
   struct State {

@@ -10,8 +10,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "data/corpus.h"
 #include "model/param_count.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace fs = std::filesystem;
 
@@ -105,6 +106,32 @@ std::string dry_run_report(const Config& cfg, double peak) {
                    peak / 1e12, fpt * tokens_per_step / peak,
                    fpt * tokens_per_step * t.max_steps / (0.4 * peak) / 3600);
   return r;
+}
+
+std::string check_data_paths(const Config& cfg) {
+  MOE_USAGE_CHECK(!cfg.data.train.empty(), "data.train: expected at least one corpus path "
+                  "(a file, directory, glob or .jsonl file), found none");
+  auto summary = [](const std::vector<data::SourceFile>& files) {
+    uint64_t bytes = 0;
+    for (const auto& f : files) bytes += f.size_bytes;
+    return fmt::format("{} file{} ({})", files.size(), files.size() == 1 ? "" : "s",
+                       human_bytes(static_cast<double>(bytes)));
+  };
+  std::string r = "data: train " + summary(data::resolve_sources(cfg.data.train, "data.train"));
+  if (cfg.data.valid.empty()) {
+    r += fmt::format(", valid: {} of the training documents held out", cfg.data.valid_fraction);
+  } else {
+    r += ", valid " + summary(data::resolve_sources(cfg.data.valid, "data.valid"));
+  }
+  if (cfg.data.tokenizer.empty()) {
+    r += fmt::format(", tokenizer: trained ({} pieces)", cfg.data.tokenizer_vocab_size);
+  } else {
+    std::error_code ec;
+    MOE_USAGE_CHECK(fs::is_regular_file(cfg.data.tokenizer, ec),
+                    "data.tokenizer: no such file: {}", cfg.data.tokenizer);
+    r += ", tokenizer: " + cfg.data.tokenizer;
+  }
+  return r + "\n";
 }
 
 void setup_console_logging(const std::string& level) {

@@ -27,6 +27,12 @@ double peak_flops(const TrainConfig& train, double peak_tflops_flag);
 // vocab_size 0: the tokenizer is not trained yet; data.tokenizer_vocab_size is assumed.
 std::string dry_run_report(const Config& cfg, double peak);
 
+// The data a run would read, checked without reading it: every data.train / data.valid spec
+// expands to at least one file (lib/data/corpus.h rules) and data.tokenizer, when set, is a file.
+// Returns one report line ("data: train N files (X MB), valid ..."); a missing path is a usage
+// error naming the key and the path. --dry-run runs it so that a config can be checked whole.
+std::string check_data_paths(const Config& cfg);
+
 // Console logging to stderr (stdout stays for --dump-config and --dry-run output), with a
 // memory of the lines logged so far so that attach_run_log() can copy them into train.log.
 void setup_console_logging(const std::string& level);

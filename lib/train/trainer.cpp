@@ -13,9 +13,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include "eval/routing_stats.h"
+#include "routing/routing_stats.h"
 #include "model/param_count.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 #include "train/schedule.h"
 
 namespace fs = std::filesystem;
@@ -58,7 +58,7 @@ std::string format_rate(double tok_per_s) {
   return fmt::format("{:.0f}", tok_per_s);
 }
 
-nlohmann::json routing_record(const eval::RoutingSummary& summary) {
+nlohmann::json routing_record(const routing::RoutingSummary& summary) {
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : summary.layers) {
     double load_max = 0, load_mean = 0;
@@ -223,7 +223,7 @@ void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps
                " | mfu {:.1f}% | eta {}", step_, cfg_.train.max_steps, r.loss.total, r.loss.lm,
                aux, r.lr, r.grad_norm, format_rate(tok_per_s), 100.0 * mfu, format_duration(eta));
 
-  eval::RoutingAccumulator acc;
+  routing::RoutingAccumulator acc;
   acc.add(model_->routing());
   nlohmann::json rec = {{"type", "train"},      {"step", step_},
                         {"loss", r.loss.total}, {"lm", r.loss.lm},

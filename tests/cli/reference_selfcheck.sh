@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the PyTorch reference's self-checks (tools/reference/self_check.py): finite-difference
-# gradients of the reference model, SPEC properties of the losses, AdamW against torch.optim, and
+# gradients of the reference model, docs/model.md properties of the losses, AdamW against torch.optim, and
 # that the committed fixtures tests/data/fixtures/* equal a fresh computation.
 # Needs python3 with torch (Debian python3-torch); without it the test is SKIPPED (exit 77,
 # registered with SKIP_RETURN_CODE 77 in tests/CMakeLists.txt), never counted as passed.

@@ -13,7 +13,8 @@ import hc_lm_eval_tasks as tasks  # noqa: F401  (the local-data task definitions
 import hf_common as hc
 
 env = hc.Env(sys.argv, "lm-eval")
-LIMIT = int(os.environ.get("MOE_LM_EVAL_LIMIT", "200"))
+LIMIT = int(os.environ.get("MOE_LM_EVAL_LIMIT", "0"))  # 0: every item of the shipped files
+limit = ["--limit", str(LIMIT)] if LIMIT > 0 else []
 names = ("piqa", "arc_easy")
 
 # max_seq_len 2048: the harness cannot score a continuation longer than the model's context (it
@@ -24,8 +25,8 @@ hc.run([sys.executable, os.path.join(env.src, "tools", "hf", "export_hf.py"), ck
 
 # moeeval
 hc.run([os.path.join(env.build, "apps", "moeeval"), "--checkpoint", ckpt, "--tasks",
-        ",".join(names), "--task-dir", os.path.join(env.src, "data", "zeroshot"), "--limit",
-        str(LIMIT), "--threads", "1", "--out", env.path("moeeval.json")])
+        ",".join(names), "--task-dir", os.path.join(env.src, "data", "zeroshot"), *limit,
+        "--threads", "1", "--out", env.path("moeeval.json")])
 with open(env.path("moeeval.json")) as f:
     ours = json.load(f)["results"]
 
@@ -34,7 +35,7 @@ task_dir = env.path("tasks")
 local = tasks.write_local_tasks(os.path.join(env.src, "data", "zeroshot"), task_dir, names)
 cmd = [os.path.join(os.path.dirname(sys.executable), "lm_eval"), "--model", "hf", "--model_args",
        f"pretrained={out},dtype=float32", "--tasks", ",".join(local.values()), "--include_path",
-       task_dir, "--limit", str(LIMIT), "--device", "cpu", "--batch_size", "16",
+       task_dir, *limit, "--device", "cpu", "--batch_size", "16",
        "--output_path", env.path("lm_eval_out"), "--log_samples"]
 print("$", " ".join(cmd))
 r = subprocess.run(cmd, capture_output=True, text=True)
@@ -48,7 +49,9 @@ with open(res_files[0]) as f:
 bad = []
 for name in names:
     a, b = ours[name], theirs[local[name]]
-    line = (f"{name}: {LIMIT} items; moeeval acc {a['acc,none']:.4f} acc_norm "
+    n_ours, n_theirs = a["sample_len"], json.load(open(res_files[0]))["n-samples"][local[name]]
+    assert n_ours == n_theirs["effective"], (n_ours, n_theirs)
+    line = (f"{name}: {n_ours} items; moeeval acc {a['acc,none']:.4f} acc_norm "
             f"{a['acc_norm,none']:.4f}; lm-eval acc {b['acc,none']:.4f} acc_norm "
             f"{b['acc_norm,none']:.4f}")
     print(line)

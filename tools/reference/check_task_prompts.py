@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Independent check of moeeval's zero-shot prompts: renders every document of the task files
 with the harness's rules written in Python (the YAMLs and utils quoted in
-shared/reference/lm-eval-conventions.md §1: str methods, re.sub, ast-free literal lists) and
+the task YAMLs and utils of lm-evaluation-harness 0.4.x, summarised in docs/model.md §4.2: str methods, re.sub, ast-free literal lists) and
 compares them with `moeeval --dump-requests DIR` (context, continuation, gold and the acc_norm
 character counts of every request). Written from the conventions document, not from the C++.
 

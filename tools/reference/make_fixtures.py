@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes the golden fixtures tests/data/fixtures/{vanilla,deepseek}.{safetensors,json}.
 
-Each fixture is one tiny model, one batch, and what the model of SPEC §1-2 must produce on it:
+Each fixture is one tiny model, one batch, and what the model of docs/model.md §1-2 must produce on it:
 logits, the loss terms, the gradient of the total loss, and the parameters after 3 AdamW steps on
 that batch (with the balancing-bias update when balance = bias).
 

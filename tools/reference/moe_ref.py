@@ -1,6 +1,6 @@
-"""Independent PyTorch reference of the moe-spec model (SPEC §1) and its losses (SPEC §2).
+"""Independent PyTorch reference of the moe-spec model (docs/model.md §1) and its losses (docs/model.md §2).
 
-Written from SPEC.md alone, not from the C++ code, so that the golden fixtures it produces
+Written from the specification (now docs/model.md) alone, not from the C++ code, so that the golden fixtures it produces
 (tools/reference/make_fixtures.py) check the C++ model against the math rather than against itself.
 
 The model is functional: parameters live in a dict {Hugging Face name: tensor} and forward() takes
@@ -8,7 +8,7 @@ that dict, so a test can swap any single tensor (gradcheck) and the optimizer ca
 place. Any floating dtype works: the fixtures are computed in float64 (the exact math), the
 benchmark peer (train_torch.py) runs float32.
 
-Decisions the SPEC leaves to the implementation, made explicit here:
+Decisions the specification leaves to the implementation, made explicit here:
   * N = batch * seq is the token count of every routing statistic (lb's f and P, z, sp, cp all
     average over all N positions, including positions whose target is -1: routing does not
     depend on targets). L_lm averages over the positions whose target is >= 0 only (0 if none).
@@ -106,7 +106,7 @@ def bias_name(layer):
 
 
 def parameter_shapes(cfg, balance="aux"):
-    """[(HF name, shape)] in a fixed order (SPEC §4's table)."""
+    """[(HF name, shape)] in a fixed order (docs/model.md §5.3's table)."""
     d, V, hd = cfg["d_model"], cfg["vocab_size"], head_dim(cfg)
     H, KV, E, f = cfg["n_heads"], cfg["n_kv_heads"], cfg["n_experts"], cfg["expert_ffn_dim"]
     shapes = [("model.embed_tokens.weight", (V, d))]

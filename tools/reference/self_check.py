@@ -3,7 +3,7 @@
 
   * finite differences (torch.autograd.gradcheck, float64) of the total loss, every loss on,
     with respect to one tensor of each kind, on both fixture configs;
-  * properties the SPEC states: lb = 1 under uniform routing, top-k ties go to the lower index,
+  * properties docs/model.md states: lb = 1 under uniform routing, top-k ties go to the lower index,
     sp = k(k-1) for identical experts and 0 for k = 1, cp = minus the summed joint top-k
     probabilities, causal attention, RoPE depends only on relative positions, GQA head mapping
     against an explicit per-head loop;

@@ -1,4 +1,4 @@
-// CPU loss ops: the language-model cross-entropy and the auxiliary losses of SPEC §2 — load
+// CPU loss ops: the language-model cross-entropy and the auxiliary losses of docs/model.md §2 — load
 // balance (lb), router z-loss (z), intra-layer specialization (sp) and cross-layer coupling (cp).
 //
 // Conventions (backend.h): forward writes the UNSCALED loss of one MoE layer into loss[1];
@@ -11,7 +11,7 @@
 // - log-sum-exp subtracts the row maximum (stable for any logit magnitude).
 // - sp: the cosines of one token's k rows come from their Gram matrix (k x k dot products), so
 //   no normalised copy of z is made; a row whose norm is below 1e-12 is divided by 1e-12 instead
-//   (SPEC), and its gradient then has no projection term (the denominator is constant there).
+//   (docs/model.md §2.4), and its gradient then has no projection term (the denominator is constant there).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -29,7 +29,7 @@ using cpu::check_ndim;
 using cpu::check_topk_idx;
 using cpu::dispatch_float;
 
-constexpr double kCosNormFloor = 1e-12;  // SPEC §2: cos uses max(||z||, 1e-12)
+constexpr double kCosNormFloor = 1e-12;  // docs/model.md §2.4: cos uses max(||z||, 1e-12)
 
 template <typename T> T row_logsumexp(const T* x, int64_t n) {
   T max_x = x[0];

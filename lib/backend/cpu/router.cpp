@@ -1,9 +1,9 @@
 // CPU router ops: softmax + top-k routing, its backward pass, the top-k probability mass (input
-// of the cp loss), and the auxiliary-loss-free balancing bias (SPEC §1, §2 `balance: bias`).
+// of the cp loss), and the auxiliary-loss-free balancing bias (docs/model.md §1.6, §2.8 `balance: bias`).
 //
 // Decisions:
 // - Top-k is a k-pass selection scan over the E scores, keeping the first maximum, so ties go to
-//   the LOWER expert index (SPEC §1) and a NaN score can never break a sort's ordering contract.
+//   the LOWER expert index (docs/model.md §1.6) and a NaN score can never break a sort's ordering contract.
 // - The softmax runs in the tensor's own type (float in training, double in the gradient tests).
 // - router_backward treats the selected set as constant and needs no scratch: the gate-path
 //   gradient is non-zero only on the k selected experts, so the softmax-backward dot product is

@@ -1,4 +1,4 @@
-// Routing and pathway statistics of SPEC §3, accumulated over any number of forward passes.
+// Routing and pathway statistics of docs/model.md §4, accumulated over any number of forward passes.
 //
 // Feed RoutingAccumulator::add() the std::vector<LayerRouting> of each forward pass (one entry per
 // MoE layer, in depth order); finish() returns per-layer statistics, the cross-layer pathway
@@ -16,7 +16,7 @@
 //                      specialization, which is not what an absent pair means.)
 //   load_fraction[e]   #(token, slot) pairs routed to e / (k T); its max/mean and its coefficient
 //                      of variation (population std / mean; mean = 1/E)
-//   lb_value           E sum_e f_e P_e, the per-layer Switch load-balancing term of SPEC §2
+//   lb_value           E sum_e f_e P_e, the per-layer Switch load-balancing term of docs/model.md §2
 //   pathway C[e][v]    #{t : e in A_t^l, v in A_t^l'} for consecutive MoE layers (l, l')
 //   P(v | e)           C[e][v] / sum_v' C[e][v']; a row with no tokens stays all zero and is left
 //                      out of the mean row entropy (it has no distribution)
@@ -39,7 +39,7 @@
 
 #include "model/model.h"
 
-namespace moe::eval {
+namespace moe::routing {
 
 struct LayerRoutingStats {
   int64_t layer = 0;  // transformer layer index
@@ -76,9 +76,9 @@ struct RoutingSummary {
 
 class RoutingAccumulator {
  public:
-  // MoeModel computes LayerRouting::sp_value only when its LossConfig has "sp". Pass false when
-  // the routing comes from a model without it: overlap is then reported as NaN (unmeasured),
-  // never as a misleading 0.
+  // Pass false when the routing comes from a source that did not measure LayerRouting::sp_value
+  // (e.g. a routing trace, which holds only expert ids): overlap is then reported as NaN
+  // (unmeasured), never as a misleading 0.
   explicit RoutingAccumulator(bool overlap_measured = true) : overlap_measured_(overlap_measured) {}
   // Adds one forward pass. `keep`, when non-empty, has one entry per token (n_tokens of every
   // layer) and excludes tokens whose entry is 0 (padding). Every call must have the same MoE
@@ -112,4 +112,4 @@ class RoutingAccumulator {
 // and P(v|e)) only with include_matrices. NaN becomes null.
 nlohmann::json routing_summary_to_json(const RoutingSummary& s, bool include_matrices = true);
 
-}  // namespace moe::eval
+}  // namespace moe::routing

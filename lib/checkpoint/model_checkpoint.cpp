@@ -1,17 +1,17 @@
-// load_eval_checkpoint (see eval_checkpoint.h).
-#include "eval/eval_checkpoint.h"
+// load_model_checkpoint (see model_checkpoint.h).
+#include "checkpoint/model_checkpoint.h"
 
 #include <filesystem>
 
 #include "core/error.h"
 #include "model/weights_io.h"
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace fs = std::filesystem;
 
-namespace moe::eval {
+namespace moe {
 
-EvalCheckpoint load_eval_checkpoint(const std::string& dir_arg, Backend& backend, int64_t rows) {
+LoadedCheckpoint load_model_checkpoint(const std::string& dir_arg, Backend& backend, int64_t rows) {
   MOE_USAGE_CHECK(fs::is_directory(dir_arg), "--checkpoint {}: no such directory", dir_arg);
   std::string dir = dir_arg;
   if (!fs::exists(fs::path(dir) / "model.safetensors") &&
@@ -29,7 +29,7 @@ EvalCheckpoint load_eval_checkpoint(const std::string& dir_arg, Backend& backend
   } catch (const Error& e) {
     MOE_USAGE_FAIL("checkpoint {} is damaged: {}", dir, e.what());
   }
-  EvalCheckpoint out;
+  LoadedCheckpoint out;
   out.dir = dir;
   out.config = load_checkpoint_config(dir);
   MOE_USAGE_CHECK(out.config.model.vocab_size > 0, "checkpoint {}: config.yaml has no "
@@ -51,4 +51,4 @@ EvalCheckpoint load_eval_checkpoint(const std::string& dir_arg, Backend& backend
   return out;
 }
 
-}  // namespace moe::eval
+}  // namespace moe

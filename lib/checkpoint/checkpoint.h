@@ -1,4 +1,4 @@
-// Checkpoints (SPEC §4): one directory per checkpoint,
+// Checkpoints (docs/model.md §5): one directory per checkpoint,
 //   <run_dir>/checkpoints/step_XXXXXXXX/
 //     model.safetensors      parameters, Hugging Face names, f32 (model/weights_io.h)
 //     optimizer.safetensors  AdamW moments "exp_avg.<name>", "exp_avg_sq.<name>"
@@ -27,7 +27,17 @@
 
 namespace moe {
 
-class AdamW;
+class SafeTensorsReader;
+class SafeTensorsWriter;
+
+// What a checkpoint needs of an optimizer: its state as named tensors (optimizer.safetensors).
+// The trainer's AdamW implements it; the checkpoint module stays below train/.
+class OptimizerStateIO {
+ public:
+  virtual ~OptimizerStateIO() = default;
+  virtual void save(SafeTensorsWriter& out) = 0;
+  virtual void load(const SafeTensorsReader& in) = 0;
+};
 
 struct TrainerState {
   int64_t step = 0;           // optimizer updates done
@@ -53,7 +63,7 @@ std::string run_dir_of_checkpoint(const std::string& checkpoint_dir);
 // Writes a checkpoint of `step` atomically and returns its final path. Refuses to replace an
 // existing checkpoint directory.
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeModel& model,
-                            AdamW& optimizer, const std::string& tokenizer_model_bytes,
+                            OptimizerStateIO& optimizer, const std::string& tokenizer_model_bytes,
                             const TrainerState& state);
 // Deletes the oldest complete checkpoints so that at most keep_last (>= 1) remain.
 void prune_checkpoints(const std::string& run_dir, int64_t keep_last);
@@ -64,9 +74,10 @@ void verify_checkpoint(const std::string& checkpoint_dir);
 Config load_checkpoint_config(const std::string& checkpoint_dir);
 TrainerState load_trainer_state(const std::string& checkpoint_dir);
 // Restores the weights and the optimizer moments of a verified checkpoint.
-void load_training_state(const std::string& checkpoint_dir, MoeModel& model, AdamW& optimizer);
+void load_training_state(const std::string& checkpoint_dir, MoeModel& model,
+                         OptimizerStateIO& optimizer);
 
-// moeeval loads checkpoints with eval::load_eval_checkpoint (lib/eval/eval_checkpoint.h).
+// moeeval and moeinfer load checkpoints with load_model_checkpoint (checkpoint/model_checkpoint.h).
 
 // Small file helpers shared by the trainer (run directory files).
 void write_file_synced(const std::string& path, const std::string& bytes);  // write + fsync

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <unistd.h>
 
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 namespace moe {
 namespace {

@@ -1,6 +1,6 @@
-// Routing and pathway statistics (SPEC §3): accumulation of per-token sums over forward passes,
+// Routing and pathway statistics (docs/model.md §4): accumulation of per-token sums over forward passes,
 // and the final per-layer / per-pair / averaged numbers. See routing_stats.h for definitions.
-#include "eval/routing_stats.h"
+#include "routing/routing_stats.h"
 
 #include <cmath>
 #include <limits>
@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 
-namespace moe::eval {
+namespace moe::routing {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -341,4 +341,4 @@ nlohmann::json routing_summary_to_json(const RoutingSummary& s, bool include_mat
   return j;
 }
 
-}  // namespace moe::eval
+}  // namespace moe::routing

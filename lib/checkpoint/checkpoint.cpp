@@ -1,6 +1,6 @@
 // Checkpoint directories: atomic save, listing, pruning, verification and loading (see
 // checkpoint.h for the layout and the guarantees).
-#include "train/checkpoint.h"
+#include "checkpoint/checkpoint.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -13,7 +13,6 @@
 
 #include "io/safetensors.h"
 #include "model/weights_io.h"
-#include "train/optimizer.h"
 
 namespace fs = std::filesystem;
 
@@ -95,7 +94,7 @@ std::string run_dir_of_checkpoint(const std::string& checkpoint_dir) {
 }
 
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeModel& model,
-                            AdamW& optimizer, const std::string& tokenizer_model_bytes,
+                            OptimizerStateIO& optimizer, const std::string& tokenizer_model_bytes,
                             const TrainerState& state) {
   const fs::path root = checkpoints_root(run_dir);
   fs::create_directories(root);
@@ -199,7 +198,7 @@ TrainerState load_trainer_state(const std::string& dir) {
   return s;
 }
 
-void load_training_state(const std::string& dir, MoeModel& model, AdamW& optimizer) {
+void load_training_state(const std::string& dir, MoeModel& model, OptimizerStateIO& optimizer) {
   load_weights(model, (fs::path(dir) / "model.safetensors").string());
   SafeTensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
   optimizer.load(opt);
