@@ -24,7 +24,7 @@
 #include "config/config.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
-#include "eval/eval_checkpoint.h"
+#include "checkpoint/model_checkpoint.h"
 #include "io/safetensors.h"
 #include "model/hf_import.h"
 #include "model/weights_io.h"
@@ -37,7 +37,7 @@ int dump_logits(const std::string& ckpt, const std::string& in, const std::strin
   MOE_USAGE_CHECK(shape.size() == 2, "{}: input_ids must be [B, T]", in);
   const int64_t B = shape[0], T = shape[1];
   auto backend = moe::make_backend("cpu", 1);
-  moe::eval::EvalCheckpoint ck = moe::eval::load_eval_checkpoint(ckpt, *backend, B);
+  moe::LoadedCheckpoint ck = moe::load_model_checkpoint(ckpt, *backend, B);
   MOE_USAGE_CHECK(T <= ck.config.model.max_seq_len, "{}: T = {} > max_seq_len {}", in, T,
                   ck.config.model.max_seq_len);
   moe::Batch batch;
