@@ -82,9 +82,21 @@ bool all_zero(const HfTensor& t) {
   return true;
 }
 
+HfImport read_hf_checkpoint_unchecked(const std::string& dir);
+
 }  // namespace
 
 HfImport read_hf_checkpoint(const std::string& dir) {
+  try {
+    return read_hf_checkpoint_unchecked(dir);
+  } catch (const json::exception& e) {  // a key of config.json with the wrong JSON type
+    MOE_USAGE_FAIL("{}/config.json or its index: unexpected value: {}", dir, e.what());
+  }
+}
+
+namespace {
+
+HfImport read_hf_checkpoint_unchecked(const std::string& dir) {
   MOE_USAGE_CHECK(fs::is_directory(dir), "--init-from {}: no such directory", dir);
   HfImport hf;
   hf.dir = dir;
@@ -266,6 +278,8 @@ HfImport read_hf_checkpoint(const std::string& dir) {
   if (fs::exists(sp)) hf.tokenizer_model = sp.string();
   return hf;
 }
+
+}  // namespace
 
 void apply_hf_config(const HfImport& hf, ModelConfig& model) {
   const ModelConfig& m = hf.model;

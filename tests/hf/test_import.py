@@ -194,6 +194,11 @@ cases = [
     ("disagree", variant("disagree", lambda c: c.update(num_experts=8)), "config.json implies"),
     ("layers", variant("layers", lambda c: c.update(num_hidden_layers=2)), "num_hidden_layers"),
     ("no-dir", env.path("bad", "nothing"), "no such directory"),
+    ("json-type", variant("jsontype", lambda c: c.update(hidden_act=3)), "unexpected value"),
+    ("rope-scaling", variant("ropescaling", lambda c: c.update(
+        rope_scaling={"type": "linear", "factor": 2.0})), "rope_scaling"),
+    ("dense-order", variant("denseorder", lambda c: c.update(mlp_only_layers=[1])),
+     "mlp_only_layers"),
 ]
 for tag, d, needle in cases:
     err = init_from(f"bad-{tag}", d, tokenizer=sp_model, expect=2)
