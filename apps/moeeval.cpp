@@ -25,7 +25,7 @@ namespace {
 struct Options {
   std::vector<std::string> checkpoints, ppl, routing;
   std::string tasks, task_dir, out, device = "cpu", log_level = "info", jsonl_field = "text";
-  std::string dump_requests, log_samples;
+  std::string dump_requests, log_samples, split;
   int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
   int threads = 0;
   bool no_kv_cache = false;
@@ -41,14 +41,14 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
     if (name == "all") {  // every built-in task whose file is present
       for (const auto& b : moe::eval::builtin_task_names()) {
         try {
-          tasks.push_back(moe::eval::load_task(b, o.task_dir));
+          tasks.push_back(moe::eval::load_task(b, o.task_dir, o.split));
         } catch (const moe::Error& e) {
           spdlog::warn("--tasks all: skipping {}: {}", b, e.what());
         }
       }
       continue;
     }
-    tasks.push_back(moe::eval::load_task(name, o.task_dir));
+    tasks.push_back(moe::eval::load_task(name, o.task_dir, o.split));
   }
   return tasks;
 }
@@ -212,6 +212,9 @@ int main(int argc, char** argv) {
   app.add_option("--limit", o.limit, "score only the first N documents of each task (0: all)");
   app.add_option("--routing", o.routing, "texts to measure the routing statistics on")->take_all();
   app.add_option("--routing-max-tokens", o.routing_max_tokens, "stop routing after N tokens (0: all)");
+  app.add_option("--split", o.split,
+                 "the split to score where a task folder holds several (test, validation/dev): "
+                 "arc_easy, arc_challenge, openbookqa; default: test if present");
   app.add_option("--log-samples", o.log_samples,
                  "write each task's per-document scores to DIR/samples_<task>.jsonl (the fields "
                  "of the harness's samples files)");

@@ -35,8 +35,12 @@ const std::vector<std::string>& builtin_task_names();
 bool is_builtin_task(const std::string& name);
 
 // Resolves `name` against `task_dir` (layout above) and reads it. A missing file is a usage
-// error that lists the paths that were tried.
-Task load_task(const std::string& name, const std::string& task_dir);
+// error that lists the paths that were tried. `split` (moeeval --split) chooses among the splits
+// a task folder may hold ("test", "validation" or its aliases "dev"/"val"): arc_easy and
+// arc_challenge (-Test / -Dev), openbookqa (test / dev); empty: the first present, test before
+// validation. A split the task does not have is a usage error naming its splits.
+Task load_task(const std::string& name, const std::string& task_dir,
+               const std::string& split = "");
 
 // The readers, one per file format.
 Task read_hellaswag_jsonl(const std::string& path);
