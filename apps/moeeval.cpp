@@ -19,11 +19,12 @@
 #include "eval/report_table.h"
 #include "eval/task_readers.h"
 #include "eval/text_utils.h"
+#include "routing/trace.h"
 
 namespace {
 
 struct Options {
-  std::vector<std::string> checkpoints, ppl, routing;
+  std::vector<std::string> checkpoints, ppl, routing, routing_traces;
   std::string tasks, task_dir, out, device = "cpu", log_level = "info", jsonl_field = "text";
   std::string dump_requests, log_samples, split;
   int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
@@ -85,6 +86,19 @@ moe::eval::CheckpointReport evaluate(const std::string& dir, const Options& o,
   for (const auto& f : o.routing) {
     r.routing.push_back(evaluate_routing({f}, o.jsonl_field, model, encode, eos,
                                          /*overlap_measured=*/true, o.routing_max_tokens));
+  }
+  // Routing traces recorded by moeinfer --trace: pathway statistics of the recorded selections.
+  const uint64_t fingerprint =
+      o.routing_traces.empty() ? 0 : moe::routing::model_fingerprint(*ck.model);
+  for (const auto& f : o.routing_traces) {
+    const moe::routing::RoutingTrace trace = moe::routing::read_trace(f);
+    moe::routing::check_trace_model(trace, fingerprint, f);
+    moe::routing::RoutingAccumulator acc(/*overlap_measured=*/false);  // ids only
+    acc.add(moe::routing::trace_as_routing(trace));
+    RoutingEvalResult res;
+    res.source = f + " (trace)";
+    res.summary = acc.finish();
+    r.routing.push_back(std::move(res));
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
@@ -149,8 +163,10 @@ int run(const Options& o) {
     if (o.checkpoints.empty()) return 0;
   }
   MOE_USAGE_CHECK(!o.checkpoints.empty(), "--checkpoint DIR is required");
-  MOE_USAGE_CHECK(!o.ppl.empty() || !o.tasks.empty() || !o.routing.empty(),
-                  "nothing to do: give --ppl FILE, --tasks LIST --task-dir DIR and/or --routing FILE");
+  MOE_USAGE_CHECK(!o.ppl.empty() || !o.tasks.empty() || !o.routing.empty() ||
+                      !o.routing_traces.empty(),
+                  "nothing to do: give --ppl FILE, --tasks LIST --task-dir DIR, --routing FILE "
+                  "and/or --routing-trace FILE");
   MOE_USAGE_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
   MOE_USAGE_CHECK(o.limit >= 0, "--limit must be >= 0, got {}", o.limit);
   const std::vector<moe::eval::Task> tasks = load_tasks(o);  // input errors before any model work
@@ -211,6 +227,10 @@ int main(int argc, char** argv) {
   app.add_option("--task-dir", o.task_dir, "folder of task files (e.g. data/zeroshot)");
   app.add_option("--limit", o.limit, "score only the first N documents of each task (0: all)");
   app.add_option("--routing", o.routing, "texts to measure the routing statistics on")->take_all();
+  app.add_option("--routing-trace", o.routing_traces,
+                 "routing traces recorded by moeinfer --trace on this checkpoint: pathway "
+                 "statistics of the recorded selections (probability statistics are NaN)")
+      ->take_all();
   app.add_option("--routing-max-tokens", o.routing_max_tokens, "stop routing after N tokens (0: all)");
   app.add_option("--split", o.split,
                  "the split to score where a task folder holds several (test, validation/dev): "

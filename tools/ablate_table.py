@@ -9,12 +9,16 @@ one row per (architecture, loss set), mean ± sample std over seeds of
   entropy    routing entropy H (nats), token-weighted over the routing texts, mean over layers
   overlap    mean cos^2 of co-activated experts' intermediate activations
   path acc   next-layer top-1 expert prediction accuracy (argmax of the pathway row)
+  x-dev PA   fraction of token-to-expert hops crossing devices under path-aware placement
+  x-dev RR   the same under round-robin placement (P and traces: infer.json, moeinfer)
+  pf hits    expert-cache hit rate with pathway prefetch at C = E / 2 (LRU hits: "lru hits")
 
 plus, for reference, the paper's Medium (1.1B) validation perplexity of the same cell.
 
   /usr/bin/python3 tools/ablate_table.py OUT_DIR [--json FILE]
 
-Reads OUT_DIR/<arch>/<cell>/seed<N>/eval.json (moeeval --out). Exit status 2 when none is found
+Reads OUT_DIR/<arch>/<cell>/seed<N>/eval.json (moeeval --out) and, when present, infer.json
+beside it (tools/ablate.sh with moeinfer built; "-" without). Exit status 2 when none is found
 or one is malformed.
 """
 import argparse
@@ -35,7 +39,9 @@ PAPER_PPL = {("vanilla", "lb"): 12.50, ("vanilla", "lb+sp"): 12.44, ("vanilla", 
              ("deepseek", "lb+z+sp+cp"): 11.99}
 COLUMNS = [("val_ppl", "val ppl", 3), ("bpb", "bpb", 4), ("zs_acc", "0-shot acc", 4),
            ("zs_acc_norm", "0-shot acc_norm", 4), ("entropy", "entropy", 4),
-           ("overlap", "overlap", 4), ("path_acc", "path acc", 4)]
+           ("overlap", "overlap", 4), ("path_acc", "path acc", 4),
+           ("xdev_pa", "x-dev PA", 3), ("xdev_rr", "x-dev RR", 3), ("pf_hits", "pf hits", 3),
+           ("lru_hits", "lru hits", 3)]
 
 
 def fail(msg):
@@ -71,7 +77,19 @@ def run_metrics(path):
     nll = sum(p["nll_sum"] for p in ppl)
     routing = list(ev["routing"].values())
     zs = ev["moeeval"].get("zero_shot_average", {})
+    infer = {}
+    infer_path = os.path.join(os.path.dirname(path), "infer.json")
+    if os.path.isfile(infer_path):
+        try:
+            with open(infer_path) as f:
+                infer = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            fail(f"{infer_path}: {e}")
     return {
+        "xdev_pa": infer.get("cross_fraction_path_aware"),
+        "xdev_rr": infer.get("cross_fraction_round_robin"),
+        "pf_hits": infer.get("prefetch_hit_rate"),
+        "lru_hits": infer.get("lru_hit_rate"),
         "val_ppl": math.exp(nll / tokens) if tokens else None,
         "bpb": nll / (math.log(2) * nbytes) if nbytes else None,
         "zs_acc": zs.get("acc"),
@@ -142,7 +160,9 @@ def main():
                                 for i, (v, w) in enumerate(zip(r, widths))) + " |")
     print("\nmean ± sample std over seeds; ppl/bpb on the evaluation texts; entropy in nats; "
           "overlap = mean cos^2 of co-activated experts; path acc = next-layer top-1 expert "
-          "prediction accuracy. Paper column: arXiv 2602.14159, Medium 1.1B, 30B C4 tokens "
+          "prediction accuracy; x-dev = held-out token-to-expert hops crossing devices under "
+          "path-aware (PA) / round-robin (RR) placement; pf/lru hits = expert-cache hit rate with "
+          "pathway prefetch / LRU alone (infer.json). Paper column: arXiv 2602.14159, Medium 1.1B, 30B C4 tokens "
           "(not comparable in scale; shows the expected ordering).")
     if args.json:
         with open(args.json, "w") as f:

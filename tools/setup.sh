@@ -11,6 +11,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 PKGS=(build-essential cmake ninja-build pkg-config git
       libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
       libsentencepiece-dev sentencepiece libgtest-dev libgmock-dev libopenblas-dev libdnnl-dev libomp-dev libbz2-dev
+      libmetis-dev
       fortunes fortunes-min curl ca-certificates python3 python3-numpy python3-yaml python3-matplotlib)
 if [ "${1:-}" = "--torch" ] || [ "${1:-}" = "--hf" ]; then PKGS+=(python3-torch python3-venv); fi
 missing=()

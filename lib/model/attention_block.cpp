@@ -65,7 +65,7 @@ void attention_forward_cached(ModelState& m, const ModelConfig& c, Backend& be, 
   Tensor out = head_rows(a.attn_out, N);
   const Tensor start = head_rows(cache.span_start, m.batch);
   const Tensor len = head_rows(cache.span_len, m.batch);
-  const int64_t cached_rows = cache.batch * cache.seq;
+  const int64_t cached_rows = cache.batch * cache.stride;
   const Tensor k_cache = head_rows(cache.k[layer.index], cached_rows);
   const Tensor v_cache = head_rows(cache.v[layer.index], cached_rows);
 

@@ -29,14 +29,21 @@ void ensure_cache(ModelState& m, const ModelConfig& c, Backend& be) {
 
 }  // namespace
 
-void MoeModel::prefill_cache(const Batch& contexts) {
+void MoeModel::prefill_cache(const Batch& contexts, int64_t row_capacity) {
   Impl& m = *impl_;
   Backend& be = backend_;
   m.have_forward = false;  // the buffers are about to hold a pass without a head
   m.kv.batch = 0;          // an error below leaves no half-written cache in use
+  const int64_t stride = row_capacity > 0 ? row_capacity : contexts.seq;
+  MOE_CHECK(stride >= contexts.seq && stride <= cfg_.max_seq_len,
+            "prefill_cache: row capacity {} must lie in [seq {}, max_seq_len {}]", stride,
+            contexts.seq, cfg_.max_seq_len);
+  MOE_CHECK(contexts.batch * stride <= m.cap_tokens, "prefill_cache: {} rows x capacity {} "
+            "exceed the {} tokens the model was built for", contexts.batch, stride,
+            m.cap_tokens);
   load_batch(m, cfg_, be, contexts, /*with_targets=*/false, "prefill_cache");
   ensure_cache(m, cfg_, be);
-  const int64_t N = m.n_tokens;
+  const int64_t N = m.n_tokens, S = contexts.seq;
   Tensor h0 = head_rows(m.hidden[0], N);
   be.embedding_forward(h0, head_rows(m.ids, N), m.embed.compute());
   for (Layer& layer : m.layers) {
@@ -44,16 +51,26 @@ void MoeModel::prefill_cache(const Batch& contexts) {
     layer_forward(m, cfg_, loss_cfg_, be, layer, head_rows(m.hidden[layer.index], N), h_out,
                   /*need_grad=*/false);
     // With recomputation the layers share k and v: copy before the next layer overwrites them.
-    Tensor kc = head_rows(m.kv.k[layer.index], N), vc = head_rows(m.kv.v[layer.index], N);
-    be.copy(kc, head_rows(layer.act.k, N));
-    be.copy(vc, head_rows(layer.act.v, N));
+    if (stride == S) {
+      Tensor kc = head_rows(m.kv.k[layer.index], N), vc = head_rows(m.kv.v[layer.index], N);
+      be.copy(kc, head_rows(layer.act.k, N));
+      be.copy(vc, head_rows(layer.act.v, N));
+    } else {
+      for (int64_t r = 0; r < contexts.batch; ++r) {
+        Tensor kc = m.kv.k[layer.index].rows(r * stride, r * stride + S);
+        Tensor vc = m.kv.v[layer.index].rows(r * stride, r * stride + S);
+        be.copy(kc, layer.act.k.rows(r * S, r * S + S));
+        be.copy(vc, layer.act.v.rows(r * S, r * S + S));
+      }
+    }
   }
   m.kv.batch = contexts.batch;
   m.kv.seq = contexts.seq;
+  m.kv.stride = stride;
 }
 
 void MoeModel::forward_cached(const Batch& batch, const std::vector<int32_t>& ctx_row,
-                              const std::vector<int32_t>& ctx_len) {
+                              const std::vector<int32_t>& ctx_len, bool append) {
   Impl& m = *impl_;
   Backend& be = backend_;
   MOE_CHECK(m.kv.batch > 0, "forward_cached: no prefill_cache since the model was built");
@@ -66,9 +83,13 @@ void MoeModel::forward_cached(const Batch& batch, const std::vector<int32_t>& ct
     MOE_CHECK(ctx_row[b] >= 0 && ctx_row[b] < m.kv.batch, "forward_cached: row {} continues "
               "context row {}, but the last prefill_cache ran {} rows", b, ctx_row[b],
               m.kv.batch);
-    MOE_CHECK(ctx_len[b] >= 0 && ctx_len[b] <= m.kv.seq, "forward_cached: row {} continues "
-              "{} cached tokens, but the prefill rows hold {}", b, ctx_len[b], m.kv.seq);
-    start[b] = static_cast<int32_t>(ctx_row[b] * m.kv.seq);
+    const int64_t held = m.kv.stride > m.kv.seq ? m.kv.stride : m.kv.seq;
+    MOE_CHECK(ctx_len[b] >= 0 && ctx_len[b] <= held, "forward_cached: row {} continues "
+              "{} cached tokens, but the prefill rows hold {}", b, ctx_len[b], held);
+    MOE_CHECK(!append || ctx_len[b] + batch.seq <= m.kv.stride, "forward_cached: appending {} "
+              "tokens behind {} cached ones in row {} exceeds the row capacity {}", batch.seq,
+              ctx_len[b], ctx_row[b], m.kv.stride);
+    start[b] = static_cast<int32_t>(ctx_row[b] * m.kv.stride);
   }
   m.have_forward = false;
   load_batch(m, cfg_, be, batch, /*with_targets=*/true, "forward_cached");
@@ -76,10 +97,33 @@ void MoeModel::forward_cached(const Batch& batch, const std::vector<int32_t>& ct
   Tensor span_len = head_rows(m.kv.span_len, batch.batch);
   be.upload_vec(span_start, start);
   be.upload_vec(span_len, ctx_len);
-  layers_forward(m, cfg_, loss_cfg_, be, /*need_grad=*/false, &m.kv);
+  if (!append) {
+    layers_forward(m, cfg_, loss_cfg_, be, /*need_grad=*/false, &m.kv);
+  } else {
+    // The layers one by one, each writing its new keys and values behind the row's prefix
+    // (after its own attention has read the prefix, so the new tokens are not seen twice).
+    const int64_t N = m.n_tokens, S = batch.seq;
+    Tensor h0 = head_rows(m.hidden[0], N);
+    be.embedding_forward(h0, head_rows(m.ids, N), m.embed.compute());
+    for (Layer& layer : m.layers) {
+      Tensor h_out = head_rows(m.hidden[layer.index + 1], N);
+      layer_forward(m, cfg_, loss_cfg_, be, layer, head_rows(m.hidden[layer.index], N), h_out,
+                    /*need_grad=*/false, &m.kv);
+      for (int64_t b = 0; b < batch.batch; ++b) {
+        const int64_t at = start[b] + ctx_len[b];
+        Tensor kc = m.kv.k[layer.index].rows(at, at + S), vc = m.kv.v[layer.index].rows(at, at + S);
+        be.copy(kc, layer.act.k.rows(b * S, b * S + S));
+        be.copy(vc, layer.act.v.rows(b * S, b * S + S));
+      }
+    }
+  }
   head_forward(m, cfg_, be);
   m.have_forward = true;
   m.forward_for_grad = false;
 }
 
+}  // namespace moe
+
+namespace moe {
+void MoeModel::set_expert_hook(ExpertHook hook) { impl_->expert_hook = std::move(hook); }
 }  // namespace moe

@@ -4,6 +4,7 @@
 // the largest micro-batch it was built for.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,11 @@ struct LayerRouting {
   double sp_value = 0;            // (1/N) sum_t sum_{pairs} cos^2 for this layer (R_sp term)
 };
 
+// Called during a forward pass for each MoE layer (its position among MoE layers) with that
+// layer's top-k expert ids ([N, k] i32 on the backend's device), after routing and before the
+// experts run; inference uses it to page expert weights in (infer/expert_cache.h).
+using ExpertHook = std::function<void(int64_t moe_layer, const Tensor& topk_idx)>;
+
 class MoeModel {
  public:
   // max_batch x seq is the largest micro-batch forward() will be given.
@@ -105,15 +111,26 @@ class MoeModel {
   // Runs contexts.batch rows of contexts.seq tokens (targets ignored) and replaces the cache's
   // contents. No head: logits_host(), token_nll(), routing() and loss_values() are unavailable
   // until the next forward or forward_cached.
-  void prefill_cache(const Batch& contexts);
+  //
+  // row_capacity > 0 (generation) reserves that many cache positions per context row (at least
+  // contexts.seq; contexts.batch * row_capacity must fit the model's capacity), so forward_cached
+  // with append = true can add each step's tokens behind the row's prefix.
+  void prefill_cache(const Batch& contexts, int64_t row_capacity = 0);
   // Runs `batch` (rows of new tokens, right-padded; targets as in forward) where row b continues
   // row ctx_row[b] of the last prefill_cache after its first ctx_len[b] tokens: new token t sits
   // at position ctx_len[b] + t and attends to those cached positions and causally to the row's
   // new tokens, so its logits are those forward() gives at that position of the concatenated
   // sequence (up to fp32 rounding). logits_host(), token_nll(), routing() and loss_values()
   // then describe the new tokens only. No backward.
+  //
+  // append = true (generation): every layer also writes the new tokens' keys and values into the
+  // cache at positions ctx_len[b] .. ctx_len[b] + batch.seq - 1 of row ctx_row[b] (padding too:
+  // the caller's next ctx_len decides what counts), so the next step can continue from there.
+  // Needs ctx_len[b] + batch.seq <= the row capacity of the last prefill_cache.
   void forward_cached(const Batch& batch, const std::vector<int32_t>& ctx_row,
-                      const std::vector<int32_t>& ctx_len);
+                      const std::vector<int32_t>& ctx_len, bool append = false);
+  // Installs (or, with an empty function, removes) the hook of ExpertHook above.
+  void set_expert_hook(ExpertHook hook);
 
   LossValues loss_values();                 // downloads the last forward's loss terms
   std::vector<float> token_nll();           // [batch * seq] per-position NLL (0 where ignored)

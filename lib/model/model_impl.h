@@ -63,6 +63,7 @@ struct KvCache {
   std::vector<Tensor> k, v;    // per layer [cap, KV*hd] act; empty until the first prefill
   Tensor span_start, span_len; // [cap] i32
   int64_t batch = 0, seq = 0;  // shape of the last prefill (0: none)
+  int64_t stride = 0;          // cache rows per context row (seq, or the generation reserve)
 };
 
 struct ModelState {
@@ -86,6 +87,7 @@ struct ModelState {
   int64_t activation_bytes = 0;  // everything plan_buffers allocated
   Tensor recompute_out;  // [cap, d]: where a re-run layer writes its (unused) output
   KvCache kv;            // eval only (kv_cache.cpp)
+  ExpertHook expert_hook;  // inference: called by moe_forward once a layer's top-k is known
 
   // The last forward pass.
   int64_t batch = 0, seq = 0, n_tokens = 0, n_valid = 0;

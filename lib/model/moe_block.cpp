@@ -33,6 +33,9 @@ void moe_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Back
   be.router_forward(probs, idx, weight, logits, bias ? layer.balance_bias : Tensor(),
                     c.norm_topk_prob);
   if (bias && need_grad) be.expert_load_accumulate(layer.expert_load, idx);
+  // Inference (expert offload): the hook makes the selected experts' weights resident before the
+  // grouped GEMMs read them.
+  if (m.expert_hook) m.expert_hook(mi, idx);
 
   be.moe_dispatch_plan(a.expert_offsets, row_token, token_row, idx, c.n_experts);
   be.moe_permute(x_perm, norm, row_token);

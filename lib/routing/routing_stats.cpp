@@ -2,6 +2,7 @@
 // and the final per-layer / per-pair / averaged numbers. See routing_stats.h for definitions.
 #include "routing/routing_stats.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -19,7 +20,7 @@ void check_layer(const LayerRouting& r, int64_t n_tokens) {
             r.layer, r.n_tokens, n_tokens);
   MOE_CHECK(r.n_experts > 0 && r.top_k > 0 && r.top_k <= r.n_experts,
             "routing: layer {} has E={} k={} (expected 0 < k <= E)", r.layer, r.n_experts, r.top_k);
-  MOE_CHECK(static_cast<int64_t>(r.probs.size()) == r.n_tokens * r.n_experts,
+  MOE_CHECK(r.probs.empty() || static_cast<int64_t>(r.probs.size()) == r.n_tokens * r.n_experts,
             "routing: layer {} probs has {} values, expected N*E = {}", r.layer, r.probs.size(),
             r.n_tokens * r.n_experts);
   MOE_CHECK(static_cast<int64_t>(r.topk_idx.size()) == r.n_tokens * r.top_k,
@@ -138,6 +139,7 @@ PathwayStats finish_pair(const LayerRoutingStats& from, const LayerRoutingStats&
 
 void RoutingAccumulator::clear() {
   n_tokens_ = 0;
+  selection_only_ = -1;
   layers_.clear();
   pairs_.clear();
 }
@@ -163,6 +165,10 @@ std::vector<int32_t> RoutingAccumulator::top1_experts(const LayerRouting& r) {
   std::vector<int32_t> top1(r.n_tokens);
   for (int64_t t = 0; t < r.n_tokens; ++t) {
     const int32_t* sel = &r.topk_idx[t * r.top_k];
+    if (r.probs.empty()) {  // a trace: slot 0 is the top-1
+      top1[t] = sel[0];
+      continue;
+    }
     const float* s = &r.probs[t * r.n_experts];
     int32_t best = sel[0];
     for (int64_t j = 1; j < r.top_k; ++j) {
@@ -191,7 +197,17 @@ void RoutingAccumulator::add(const std::vector<LayerRouting>& routing,
               "routing: MoE layer #{} is (layer {}, E={}, k={}), before it was ({}, {}, {})", l,
               r.layer, r.n_experts, r.top_k, acc.layer, acc.n_experts, acc.top_k);
   }
+  const int selection_only = routing[0].probs.empty() ? 1 : 0;
+  for (const LayerRouting& r : routing) {
+    MOE_CHECK((r.probs.empty() ? 1 : 0) == selection_only, "routing: layer {} has {} "
+              "probabilities, layer {} {}", r.layer, r.probs.size(), routing[0].layer,
+              routing[0].probs.size());
+  }
+  MOE_CHECK(selection_only_ < 0 || selection_only_ == selection_only, "routing: a pass {} "
+            "router probabilities after passes {} them", selection_only ? "without" : "with",
+            selection_only_ ? "without" : "with");
   if (layers_.empty()) start(routing);
+  selection_only_ = selection_only;
   std::vector<std::vector<int32_t>> top1(routing.size());
   for (size_t l = 0; l < routing.size(); ++l) {
     const LayerRouting& r = routing[l];
@@ -199,6 +215,10 @@ void RoutingAccumulator::add(const std::vector<LayerRouting>& routing,
     const int64_t E = r.n_experts, k = r.top_k;
     for (int64_t t = 0; t < N; ++t) {
       if (!keep.empty() && !keep[t]) continue;
+      if (selection_only) {
+        for (int64_t j = 0; j < k; ++j) acc.load[r.topk_idx[t * k + j]] += 1;
+        continue;
+      }
       const float* s = &r.probs[t * E];
       double h = 0, mass = 0;
       for (int64_t e = 0; e < E; ++e) {
@@ -241,7 +261,12 @@ RoutingSummary RoutingAccumulator::finish() const {
   for (const LayerSums& acc : layers_) {
     out.layers.push_back(finish_layer(acc.layer, acc.n_experts, acc.top_k, acc.entropy,
                                       acc.topk_mass, acc.sp, acc.load, acc.prob, n_tokens_));
-    if (!overlap_measured_) out.layers.back().overlap = kNaN;
+    if (!overlap_measured_ || selection_only_ == 1) out.layers.back().overlap = kNaN;
+    if (selection_only_ == 1) {  // no probabilities were seen
+      LayerRoutingStats& st = out.layers.back();
+      st.entropy = st.entropy_normalized = st.topk_mass = st.lb_value = kNaN;
+      std::fill(st.mean_prob.begin(), st.mean_prob.end(), kNaN);
+    }
   }
   for (size_t l = 0; l < pairs_.size(); ++l) {
     out.pathways.push_back(

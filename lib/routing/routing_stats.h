@@ -80,7 +80,11 @@ class RoutingAccumulator {
   // (e.g. a routing trace, which holds only expert ids): overlap is then reported as NaN
   // (unmeasured), never as a misleading 0.
   explicit RoutingAccumulator(bool overlap_measured = true) : overlap_measured_(overlap_measured) {}
-  // Adds one forward pass. `keep`, when non-empty, has one entry per token (n_tokens of every
+  // Adds one forward pass. A pass whose LayerRouting::probs are empty is a selection-only pass
+  // (a routing trace, routing/trace.h): it counts loads and pathways, with slot 0 of each
+  // token's selection taken as its top-1 expert; the probability-based statistics (entropy,
+  // topk_mass, lb_value, mean_prob, overlap) are then NaN. Passes of both kinds do not mix.
+  // `keep`, when non-empty, has one entry per token (n_tokens of every
   // layer) and excludes tokens whose entry is 0 (padding). Every call must have the same MoE
   // layers (layer index, E, k) as the first one.
   void add(const std::vector<LayerRouting>& routing, const std::vector<uint8_t>& keep = {});
@@ -103,6 +107,7 @@ class RoutingAccumulator {
   static std::vector<int32_t> top1_experts(const LayerRouting& r);
 
   bool overlap_measured_ = true;
+  int selection_only_ = -1;  // -1: no pass yet; 0: passes with probabilities; 1: without
   int64_t n_tokens_ = 0;
   std::vector<LayerSums> layers_;
   std::vector<PairSums> pairs_;

@@ -51,6 +51,16 @@ r = list(ev["routing"].values())[0]
 assert len(r["layers"]) == 3 and len(r["pathways"]) == 2
 assert r["average"]["overlap"] is not None
 EOF
+# moeinfer's figures (placement at P = 2, expert cache at C = 2 of 4) reach infer.json and the table.
+/usr/bin/python3 - "$WORK/sweep/vanilla/lb/seed1/infer.json" <<'EOF' || fail "infer.json content"
+import json, sys
+inf = json.load(open(sys.argv[1]))
+assert inf["ep_devices"] == 2 and inf["expert_cache"] == 2, inf
+for k in ("cross_fraction_path_aware", "cross_fraction_round_robin", "prefetch_hit_rate",
+          "lru_hit_rate"):
+    assert 0.0 <= inf[k] <= 1.0, (k, inf)
+EOF
+grep -q "x-dev PA" "$WORK/sweep/table.md" || { cat "$WORK/sweep/table.md"; fail "table lacks x-dev PA"; }
 
 # Restart: nothing is retrained; then cut one run back to its step-3 checkpoint: it resumes.
 sweep > "$WORK/second.log" 2>&1 || { cat "$WORK/second.log"; fail "the second sweep failed"; }
