@@ -4,6 +4,7 @@
 // or one side-by-side table with deltas against the first when several are given; --out writes
 // the harness-shaped results JSON. Exit codes: 0 ok, 2 usage / input error, 1 runtime failure.
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include <CLI/CLI.hpp>
@@ -27,7 +28,7 @@ namespace {
 struct Options {
   std::vector<std::string> checkpoints, ppl, routing, routing_traces;
   std::string tasks, task_dir, out, device = "cpu", log_level = "info", jsonl_field = "text";
-  std::string dump_requests, suite;
+  std::string dump_requests, suite, log_samples, split;
   int64_t num_fewshot = 0;
   int64_t limit = 0, batch_size = 16, bootstrap_iters = 100000, routing_max_tokens = 0;
   int threads = 0;
@@ -75,7 +76,7 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
       const size_t before = tasks.size();
       for (const auto& b : moe::eval::builtin_task_names()) {
         try {
-          append(moe::eval::load_tasks(b, o.task_dir, shots_for(b, o)));
+          append(moe::eval::load_tasks(b, o.task_dir, shots_for(b, o), o.split));
         } catch (const moe::Error& e) {
           spdlog::warn("--tasks all: skipping {}: {}", b, e.what());
         }
@@ -88,14 +89,14 @@ std::vector<moe::eval::Task> load_tasks(const Options& o) {
     if (!o.suite.empty() && std::find(asked.begin(), asked.end(), name) == asked.end()) {
       // A suite task whose file is not there is reported as missing in the suite's table.
       try {
-        append(moe::eval::load_tasks(name, o.task_dir, shots_for(name, o)));
+        append(moe::eval::load_tasks(name, o.task_dir, shots_for(name, o), o.split));
       } catch (const moe::Error& e) {
         if (e.kind() != moe::ErrorKind::kUsage) throw;
         spdlog::warn("--suite {}: {} is left out: {}", o.suite, name, e.what());
       }
       continue;
     }
-    append(moe::eval::load_tasks(name, o.task_dir, shots_for(name, o)));
+    append(moe::eval::load_tasks(name, o.task_dir, shots_for(name, o), o.split));
   }
   return tasks;
 }
@@ -177,6 +178,40 @@ void dump_requests(const std::vector<moe::eval::Task>& tasks, const std::string&
   }
 }
 
+// --log-samples DIR: one JSONL per task (DIR/samples_<task>.jsonl; DIR/checkpoint_<i>/... when
+// several checkpoints are given), one line per scored document with the fields of the
+// harness's samples files: doc_id, the prompt, the choices, target (the gold index),
+// filtered_resps ([log-likelihood, is_greedy] per choice), the token and character counts of each
+// choice, the acc and acc_norm predictions (argmax of ll and of ll / chars) and the metrics.
+void log_samples(const moe::eval::CheckpointReport& r, const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  for (const auto& t : r.tasks) {
+    const std::string path = dir + "/samples_" + t.name + ".jsonl", tmp = path + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary);
+      MOE_USAGE_CHECK(f.good(), "--log-samples: cannot write {}", tmp);
+      for (const auto& s : t.samples) {
+        nlohmann::json resps = nlohmann::json::array();
+        for (size_t i = 0; i < s.lls.size(); ++i) resps.push_back({s.lls[i], bool(s.greedy[i])});
+        nlohmann::json line = {{"doc_id", s.doc_id}, {"prompt", s.prompt},
+                               {"choices", s.choices}, {"target", s.gold},
+                               {"filtered_resps", resps}, {"n_tokens", s.n_tokens},
+                               {"n_chars", s.n_chars}, {"acc", s.acc}};
+        if (s.pred >= 0) line["pred"] = s.pred;
+        if (t.output == moe::eval::TaskOutput::kMultipleChoice) {
+          line["pred_norm"] = s.pred_norm;
+          line["acc_norm"] = s.acc_norm;
+        }
+        f << line.dump() << "\n";
+      }
+      MOE_CHECK(f.good(), "--log-samples: write failed: {}", tmp);
+    }
+    fs::rename(tmp, path);
+    spdlog::info("wrote {} ({} documents)", path, t.samples.size());
+  }
+}
+
 int run(const Options& o) {
   moe::set_log_level(o.log_level);
   if (!o.dump_requests.empty()) {
@@ -191,9 +226,18 @@ int run(const Options& o) {
   MOE_USAGE_CHECK(o.batch_size >= 1, "--batch-size must be >= 1, got {}", o.batch_size);
   MOE_USAGE_CHECK(o.limit >= 0, "--limit must be >= 0, got {}", o.limit);
   const std::vector<moe::eval::Task> tasks = load_tasks(o);  // input errors before any model work
+  MOE_USAGE_CHECK(o.log_samples.empty() || !tasks.empty(), "--log-samples DIR needs --tasks LIST "
+                  "(it writes the per-document scores of zero-shot tasks)");
   auto backend = moe::make_backend(o.device, o.threads);
   std::vector<moe::eval::CheckpointReport> reports;
   for (const auto& dir : o.checkpoints) reports.push_back(evaluate(dir, o, tasks, *backend));
+  if (!o.log_samples.empty()) {
+    for (size_t i = 0; i < reports.size(); ++i) {
+      log_samples(reports[i], reports.size() == 1
+                                  ? o.log_samples
+                                  : o.log_samples + "/checkpoint_" + std::to_string(i));
+    }
+  }
   moe::eval::RunSettings settings;
   settings.device = o.device;
   settings.batch_size = o.batch_size;
@@ -263,6 +307,12 @@ int main(int argc, char** argv) {
                  "statistics of the recorded selections (probability statistics are NaN)")
       ->take_all();
   app.add_option("--routing-max-tokens", o.routing_max_tokens, "stop routing after N tokens (0: all)");
+  app.add_option("--split", o.split,
+                 "the split to score where a task folder holds several (test, validation/dev): "
+                 "arc_easy, arc_challenge, openbookqa; default: test if present");
+  app.add_option("--log-samples", o.log_samples,
+                 "write each task's per-document scores to DIR/samples_<task>.jsonl (the fields "
+                 "of the harness's samples files)");
   app.add_option("--out", o.out, "write the results JSON (lm-eval harness shape) here");
   app.add_option("--batch-size", o.batch_size, "sequences per forward pass");
   app.add_flag("--no-kv-cache", o.no_kv_cache,

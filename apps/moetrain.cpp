@@ -2,6 +2,7 @@
 //
 //   moetrain --config configs/quickstart.yaml [--set key.path=value ...] [--losses lb,sp,cp]
 //   moetrain --resume runs/quickstart            (continues the run bit-identically)
+//   moetrain --config run.yaml --init-from HF_DIR (starts from a transformers checkpoint)
 //
 // Order: parse the command line -> resolve the config (file < --set < --losses) -> checks of the
 // run directory -> data (tokenizer, shards) -> backend, model, optimizer -> config.yaml and
@@ -12,6 +13,7 @@
 // signal stops at once without saving). See docs/reliability.md.
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 
 #include <spdlog/spdlog.h>
 
@@ -21,6 +23,7 @@
 #include "core/error.h"
 #include "core/stop_signals.h"
 #include "checkpoint/checkpoint.h"
+#include "model/hf_import.h"
 #include "train/corpus_data.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"
@@ -61,6 +64,20 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
     cfg.run.out_dir = moe::run_dir_of_checkpoint(checkpoint);
   } else if (!opts.resume.empty()) {
     cfg.run.out_dir = opts.resume;
+  }
+  std::unique_ptr<moe::HfImport> hf;
+  if (!opts.init_from.empty()) {
+    MOE_USAGE_CHECK(checkpoint.empty(), "--init-from starts a fresh run; --resume continues one: "
+                    "give one of them");
+    hf = std::make_unique<moe::HfImport>(moe::read_hf_checkpoint(opts.init_from));
+    moe::apply_hf_config(*hf, cfg.model);
+    if (cfg.data.tokenizer.empty()) {
+      MOE_USAGE_CHECK(!hf->tokenizer_model.empty(), "--init-from {}: no tokenizer.model "
+                      "(sentencepiece) there: give the tokenizer whose ids the model was trained "
+                      "on with --set data.tokenizer=PATH", opts.init_from);
+      cfg.data.tokenizer = hf->tokenizer_model;
+    }
+    moe::validate(cfg);
   }
   if (opts.dump_config) {
     if (proc.rank == 0) fmt::print("{}", moe::config_to_yaml(cfg));
@@ -114,6 +131,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   topts.stop_at_step = flags.stop_at_step;
   topts.peak_flops = peak;
   topts.comm = comm.get();
+  topts.init_from = hf.get();
   moe::Trainer trainer(cfg, *backend, *data, topts);
 
   if (proc.rank == 0) {

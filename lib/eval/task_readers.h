@@ -42,11 +42,15 @@ bool is_builtin_task(const std::string& name);
 // Resolves `name` against `task_dir` (layout above) and reads it. A missing file is a usage
 // error that lists the paths that were tried. `num_fewshot` > 0 is accepted only by MMLU (the
 // one task here with a few-shot split; the harness fixes TruthfulQA at 0) and is a usage error
-// for one task that has none.
-Task load_task(const std::string& name, const std::string& task_dir, int64_t num_fewshot = 0);
+// for one task that has none. `split` (moeeval --split) chooses among the splits a task folder
+// may hold ("test", "validation" or its aliases "dev"/"val"): arc_easy and arc_challenge (-Test /
+// -Dev), openbookqa (test / dev); empty: the first present, test before validation. A split the
+// task does not have is a usage error naming its splits.
+Task load_task(const std::string& name, const std::string& task_dir, int64_t num_fewshot = 0,
+               const std::string& split = "");
 // As load_task, but a group name ("mmlu", "mmlu_stem", ...) expands to its subtasks.
 std::vector<Task> load_tasks(const std::string& name, const std::string& task_dir,
-                             int64_t num_fewshot = 0);
+                             int64_t num_fewshot = 0, const std::string& split = "");
 bool supports_fewshot(const std::string& name);  // mmlu and its groups and subjects
 
 // MMLU: the 57 subjects with the harness's category (stem, other, social_sciences, humanities).

@@ -39,13 +39,22 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
     const TaskDoc& doc = task.docs[d];
     std::vector<double> doc_lls;
     bool greedy = true;
+    SampleRecord rec;
+    rec.doc_id = d;
+    rec.gold = doc.gold;
+    rec.n_chars = doc.choice_chars;
     for (size_t r = 0; r < doc.requests.size(); ++r) {
       MOE_CHECK(next < scores.size(), "aggregate: {} scores for the requests of {} documents",
                 scores.size(), n_docs);
       doc_lls.push_back(scores[next].ll);
       greedy = greedy && scores[next].greedy;
+      if (r == 0) rec.prompt = doc.requests[r].context;
+      rec.choices.push_back(doc.requests[r].continuation);
+      rec.greedy.push_back(scores[next].greedy);
+      rec.n_tokens.push_back(scores[next].n_targets);
       ++next;
     }
+    rec.lls = doc_lls;
     switch (task.output) {
       case TaskOutput::kMultipleChoice: {
         if (task.metric == TaskMetric::kMc2) {
@@ -55,16 +64,26 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
         const ChoiceScores s = score_choices(doc_lls, doc.choice_chars, doc.gold);
         acc.push_back(s.acc);
         acc_norm.push_back(s.acc_norm);
+        std::vector<double> normed(doc_lls.size());
+        for (size_t i = 0; i < normed.size(); ++i) normed[i] = doc_lls[i] / doc.choice_chars.at(i);
+        rec.pred = argmax_first(doc_lls);
+        rec.pred_norm = argmax_first(normed);
+        rec.acc = s.acc;
+        rec.acc_norm = s.acc_norm;
         break;
       }
       case TaskOutput::kMultipleInput:
         acc.push_back(argmax_first(doc_lls) == doc.gold ? 1.0 : 0.0);
+        rec.pred = argmax_first(doc_lls);
+        rec.acc = acc.back();
         break;
       case TaskOutput::kLoglikelihood:
         lls.push_back(doc_lls.at(0));
         acc.push_back(greedy ? 1.0 : 0.0);
+        rec.acc = acc.back();
         break;
     }
+    res.samples.push_back(std::move(rec));
   }
   MOE_CHECK(next == scores.size(), "aggregate: {} scores left over", scores.size() - next);
   if (task.output == TaskOutput::kLoglikelihood) {

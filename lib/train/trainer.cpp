@@ -88,6 +88,10 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
   }
   if (opts_.resume_checkpoint.empty()) {
     model_->init_parameters(static_cast<uint64_t>(cfg_.train.seed));
+    if (opts_.init_from != nullptr) {
+      load_hf_weights(*model_, *opts_.init_from);
+      spdlog::info("initialised from {} ({})", opts_.init_from->dir, opts_.init_from->model_type);
+    }
   } else {
     TrainerState st = load_trainer_state(opts_.resume_checkpoint);
     load_training_state(opts_.resume_checkpoint, *model_, *optimizer_);

@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "train/data_source.h"
+#include "model/hf_import.h"
 #include "train/grad_sync.h"
 #include "train/metrics_file.h"
 #include "train/optimizer.h"
@@ -27,6 +28,7 @@ struct TrainerOptions {
   // The ranks of a multi-process run (data parallel, docs/distributed.md); nullptr: one rank.
   // Only rank 0 writes metrics and checkpoints.
   Communicator* comm = nullptr;
+  const HfImport* init_from = nullptr;  // fresh run: start from these weights (--init-from)
 };
 
 enum class TrainOutcome { kFinished, kStopped, kInterrupted };
