@@ -141,6 +141,7 @@ CudaBackend::~CudaBackend() {
     spdlog::error("cuda:{}: stream failed while shutting down", device_);
   cudnn_.reset();  // its plans and handle, before the stream they run on
   for (void* p : scratch_ptr_) cudaFree(p);
+  gemm_plans_.clear();  // their cuBLASLt descriptors, before the handle goes
   cudaFree(error_flag_);
   cudaFree(gemm_workspace_);
   if (blas_ != nullptr) cublasDestroy(blas_);
