@@ -65,7 +65,9 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_6
 done
 # CUDA 13 libraries somewhere else (another toolkit prefix, or pip's nvidia-* wheels): look for
 # the ones the binaries need if the usual places lack them.
-for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13; do
+# libnccl.so.2 (every CUDA binary links the NCCL communicator) and libcudnn.so.9 (dlopen'ed by the
+# cuDNN attention path) often come only as pip wheels (nvidia-nccl-cu13, nvidia-cudnn-cu13).
+for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnccl.so.2 libcudnn.so.9; do
   LD_LIBRARY_PATH="${CUDA_LIBS#:}" ldconfig -p 2>/dev/null | grep -q "$lib" && continue
   found=""
   for d in ${CUDA_LIBS//:/ }; do [ -e "$d/$lib" ] && found=$d; done
