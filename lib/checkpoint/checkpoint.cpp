@@ -95,7 +95,7 @@ std::string run_dir_of_checkpoint(const std::string& checkpoint_dir) {
 
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeModel& model,
                             OptimizerStateIO& optimizer, const std::string& tokenizer_model_bytes,
-                            const TrainerState& state) {
+                            const TrainerState& state, const CheckpointExtras& extras) {
   const fs::path root = checkpoints_root(run_dir);
   fs::create_directories(root);
   const fs::path final_dir = root / checkpoint_name(state.step);
@@ -105,9 +105,15 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeMo
   fs::remove_all(tmp);
   fs::create_directories(tmp);
 
-  save_weights(model, (tmp / "model.safetensors").string());
+  {
+    SafeTensorsWriter weights;
+    add_weights(model, weights);
+    for (const auto& t : extras.weights) weights.add_f32(t.name, t.shape, t.values);
+    weights.write((tmp / "model.safetensors").string(), /*atomic=*/false);
+  }
   SafeTensorsWriter opt;
   optimizer.save(opt);
+  for (const auto& t : extras.optimizer) opt.add_f32(t.name, t.shape, t.values);
   opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
   for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
     fsync_path((tmp / f).string());

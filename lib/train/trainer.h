@@ -77,6 +77,9 @@ class Trainer {
   std::unique_ptr<Communicator> own_comm_;  // the 1-rank communicator when opts.comm is null
   Communicator* comm_ = nullptr;
   int rank_ = 0, world_ = 1;
+  // Expert parallelism (train.expert_parallel > 1): the expert-parallel group of this rank
+  // (consecutive ranks) and the ranks that hold the same expert shard (its data-parallel peers).
+  std::unique_ptr<Communicator> expert_comm_, expert_replicas_;
   std::unique_ptr<MoeModel> model_;
   std::unique_ptr<GradSync> grad_sync_;
   Batch skipped_;  // the other ranks' micro-batches, read past
