@@ -2,15 +2,18 @@
 //
 //   moetrain --config configs/quickstart.yaml [--set key.path=value ...] [--losses lb,sp,cp]
 //   moetrain --resume runs/quickstart            (continues the run bit-identically)
+//   moetrain --config run.yaml --init-from HF_DIR (starts from a transformers checkpoint)
 //
 // Order: parse the command line -> resolve the config (file < --set < --losses) -> checks of the
 // run directory -> data (tokenizer, shards) -> backend, model, optimizer -> config.yaml and
 // train.log in the run directory -> train. Nothing is written into the run directory before
 // the inputs have been checked, so a bad input leaves an existing run untouched.
 // Exit codes: 0 done, 1 runtime error, 2 usage error (bad flag, config or input), 130 stopped by
-// a signal (after saving a checkpoint).
+// SIGINT, SIGTERM or SIGHUP (after saving a checkpoint at the next step boundary; a second
+// signal stops at once without saving). See docs/reliability.md.
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 
 #include <spdlog/spdlog.h>
 
@@ -18,8 +21,9 @@
 #include "comm/process.h"
 #include "config/cli.h"
 #include "core/error.h"
-#include "core/omp_wait_policy.h"
+#include "core/stop_signals.h"
 #include "checkpoint/checkpoint.h"
+#include "model/hf_import.h"
 #include "train/corpus_data.h"
 #include "train/run_setup.h"
 #include "train/trainer.h"
@@ -38,13 +42,42 @@ struct TrainFlags {
 int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   const moe::ProcessInfo& proc = moe::process_info();
   std::string checkpoint;
-  if (!opts.resume.empty()) checkpoint = moe::find_resume_checkpoint(opts.resume);
-  moe::Config cfg = moe::resolve_config(
-      opts, checkpoint.empty() ? "" : (fs::path(checkpoint) / "config.yaml").string());
+  std::string base_config;  // the config a --resume starts from
+  if (!opts.resume.empty()) {
+    if (moe::is_run_without_checkpoint(opts.resume)) {
+      // Stopped before its first checkpoint: start it again from step 0 with its config.yaml.
+      base_config = (fs::path(opts.resume) / "config.yaml").string();
+      MOE_USAGE_CHECK(!opts.config_path.empty() || fs::exists(base_config),
+                      "--resume {}: the run stopped before its first checkpoint and before "
+                      "writing config.yaml, so there is nothing to resume; start it afresh with "
+                      "moetrain --config YOUR.yaml --set run.out_dir={} (this replaces its "
+                      "partial metrics.jsonl and train.log)", opts.resume, opts.resume);
+    } else {
+      checkpoint = moe::find_resume_checkpoint(opts.resume);
+      base_config = (fs::path(checkpoint) / "config.yaml").string();
+    }
+  }
+  moe::Config cfg = moe::resolve_config(opts, base_config);
   if (!checkpoint.empty()) {
     // The run continues where its checkpoints are, whatever run.out_dir said (a relative path
     // in the saved config may point elsewhere from another working directory).
     cfg.run.out_dir = moe::run_dir_of_checkpoint(checkpoint);
+  } else if (!opts.resume.empty()) {
+    cfg.run.out_dir = opts.resume;
+  }
+  std::unique_ptr<moe::HfImport> hf;
+  if (!opts.init_from.empty()) {
+    MOE_USAGE_CHECK(checkpoint.empty(), "--init-from starts a fresh run; --resume continues one: "
+                    "give one of them");
+    hf = std::make_unique<moe::HfImport>(moe::read_hf_checkpoint(opts.init_from));
+    moe::apply_hf_config(*hf, cfg.model);
+    if (cfg.data.tokenizer.empty()) {
+      MOE_USAGE_CHECK(!hf->tokenizer_model.empty(), "--init-from {}: no tokenizer.model "
+                      "(sentencepiece) there: give the tokenizer whose ids the model was trained "
+                      "on with --set data.tokenizer=PATH", opts.init_from);
+      cfg.data.tokenizer = hf->tokenizer_model;
+    }
+    moe::validate(cfg);
   }
   if (opts.dump_config) {
     if (proc.rank == 0) fmt::print("{}", moe::config_to_yaml(cfg));
@@ -61,7 +94,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
     }
     return 0;
   }
-  if (checkpoint.empty()) moe::check_fresh_run_dir(cfg.run.out_dir);
+  const bool partial_run = checkpoint.empty() && moe::check_fresh_run_dir(cfg.run.out_dir);
   MOE_USAGE_CHECK(!cfg.data.train.empty(), "data.train: expected at least one corpus path "
                   "(a file, directory, glob or .jsonl file), found none");
   if (opts.debug_sync) setenv("MOE_DEBUG_SYNC", "1", 1);  // read by the CUDA backend
@@ -85,17 +118,30 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
                   "least the tokenizer's {} tokens, found {}", data->vocab_size(),
                   cfg.model.vocab_size);
 
+  // Inputs checked: from here on the run directory is ours to change. Rank 0 alone writes it,
+  // so rank 0 alone holds its lock.
+  if (proc.rank == 0) {
+    moe::lock_run_dir(cfg.run.out_dir);
+    moe::remove_stale_temporaries(cfg.run.out_dir);
+    if (partial_run) moe::discard_partial_run(cfg.run.out_dir);
+  }
+
   moe::TrainerOptions topts;
   topts.resume_checkpoint = checkpoint;
   topts.stop_at_step = flags.stop_at_step;
   topts.peak_flops = peak;
   topts.comm = comm.get();
+  topts.init_from = hf.get();
   moe::Trainer trainer(cfg, *backend, *data, topts);
 
   if (proc.rank == 0) {
     moe::attach_run_log(cfg.run.out_dir);
-    moe::write_file_atomic((fs::path(cfg.run.out_dir) / "config.yaml").string(),
-                           moe::config_to_yaml(cfg));
+    // A resumed run's config.yaml is rewritten by its first checkpoint (Trainer::save), so a
+    // resume that fails before saving leaves the run's config.yaml as it was.
+    if (checkpoint.empty()) {
+      moe::write_file_atomic((fs::path(cfg.run.out_dir) / "config.yaml").string(),
+                             moe::config_to_yaml(cfg));
+    }
   }
   spdlog::info("run directory {} (backend {}, {} rank{})", cfg.run.out_dir, backend->name(),
                proc.size, proc.size > 1 ? "s" : "");
@@ -163,8 +209,12 @@ int run_main(int argc, char** argv) {
 // the others may warn); an error on any rank ends the whole job (MPI_Abort), so no rank waits
 // forever for a peer that failed.
 int main(int argc, char** argv) {
-  moe::prefer_passive_omp_wait(argv);  // before any OpenMP region: see omp_wait_policy.h
+  // First of all: blocks the stop signals in every thread (re-executing the program, also for
+  // the OpenMP wait policy of omp_wait_policy.h), so that no signal handler can ever run on a
+  // oneDNN GEMM thread, and takes them in one thread (stop_signals.h). The re-exec happens
+  // before MPI_Init, so under mpirun the launcher still sees the same process.
   try {
+    moe::take_stop_signals_in_a_thread(argv);
     moe::init_processes(&argc, &argv);
   } catch (const moe::Error& e) {
     fmt::print(stderr, "error: {}\n", e.what());

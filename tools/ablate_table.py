@@ -41,7 +41,7 @@ COLUMNS = [("val_ppl", "val ppl", 3), ("bpb", "bpb", 4), ("zs_acc", "0-shot acc"
            ("zs_acc_norm", "0-shot acc_norm", 4), ("entropy", "entropy", 4),
            ("overlap", "overlap", 4), ("path_acc", "path acc", 4),
            ("xdev_pa", "x-dev PA", 3), ("xdev_rr", "x-dev RR", 3), ("pf_hits", "pf hits", 3),
-           ("lru_hits", "lru hits", 3)]
+           ("lru_hits", "lru hits", 3), ("suite", "paper suite", 4)]
 
 
 def fail(msg):
@@ -98,6 +98,8 @@ def run_metrics(path):
         "overlap": weighted(routing, "overlap") if routing else None,
         "path_acc": weighted(routing, "pathway_top1_accuracy") if routing else None,
         "step": ev["moeeval"].get("step"),
+        # moeeval --suite paper: the mean of the paper's six tasks (those present).
+        "suite": ev["moeeval"].get("paper_suite", {}).get("average"),
     }
 
 

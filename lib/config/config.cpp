@@ -65,9 +65,10 @@ int64_t read_int(const std::string& key, const YAML::Node& node, const std::stri
 double read_double(const std::string& key, const YAML::Node& node, const std::string& where) {
   if (!node.IsScalar()) type_error(key, "a number", node, where);
   double v = 0;
-  if (!YAML::convert<double>::decode(node, v) || std::isnan(v)) {
-    type_error(key, "a number", node, where);
-  }
+  // .inf and .nan are refused here, where the file and line are known: no key takes them, and
+  // a config holding one could not be written back out and read again.
+  if (!YAML::convert<double>::decode(node, v)) type_error(key, "a number", node, where);
+  if (!std::isfinite(v)) type_error(key, "a finite number", node, where);
   return v;
 }
 

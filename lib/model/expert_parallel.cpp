@@ -21,6 +21,7 @@
 // local grouped GEMM, and the owner adds the ranks' weight gradients in rank order, as one rank
 // with gradient accumulation adds its micro-batches; what differs from that is only the order of
 // the additions of gradient norms and of the all-reduce over replicas (see the tests).
+#include <chrono>
 #include <numeric>
 
 #include "model/model_impl.h"
@@ -48,6 +49,16 @@ void ensure_layer(EpLayer& l, Backend& be, DType act, int64_t rows, int64_t d, i
   l.cap = cap;
 }
 
+// One all-to-all of the expert group, its wall time added to ep.comm_seconds (on a CUDA
+// backend that includes waiting for the compute the exchange depends on).
+void exchange(EpState& ep, Tensor out, const std::vector<int64_t>& recv, const Tensor& in,
+              const std::vector<int64_t>& send) {
+  const auto t0 = std::chrono::steady_clock::now();
+  ep.comm->all_to_all(out, recv, in, send);
+  ep.comm_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 std::vector<int64_t> times(const std::vector<int64_t>& rows, int64_t width) {
   std::vector<int64_t> out(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) out[i] = rows[i] * width;
@@ -66,7 +77,7 @@ void plan_exchange(EpState& ep, const ModelConfig& c, Backend& be, DType act, La
   for (int64_t e = 0; e < E; ++e) counts[e] = off[e + 1] - off[e];
   be.upload_vec(ep.counts_send, counts);
   const std::vector<int64_t> per_rank(static_cast<size_t>(P), El);
-  ep.comm->all_to_all(ep.counts_recv, per_rank, ep.counts_send, per_rank);
+  exchange(ep, ep.counts_recv, per_rank, ep.counts_send, per_rank);
   // recv[s * El + j]: rows rank s sends for local expert j.
   const std::vector<int32_t> recv = be.download_vec<int32_t>(ep.counts_recv);
   l.send_rows.assign(static_cast<size_t>(P), 0);
@@ -120,7 +131,7 @@ void ep_experts_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer&
 
   // 2. Rows to the owners.
   Tensor x = head_rows(l.x, rows);
-  ep.comm->all_to_all(x, times(l.recv_rows, d), head_rows(a.x_perm, R), times(l.send_rows, d));
+  exchange(ep, x, times(l.recv_rows, d), head_rows(a.x_perm, R), times(l.send_rows, d));
   // 3. This rank's experts, one grouped GEMM per sending rank: the rows of one (rank, expert)
   // pair are computed exactly as that rank would compute them locally, and the weight
   // gradients add up rank by rank (as gradient accumulation adds micro-batches).
@@ -134,9 +145,9 @@ void ep_experts_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer&
   }
   // 4. Back where the tokens are.
   Tensor y_perm = head_rows(a.y_perm, R), z_perm = head_rows(a.z, R);
-  ep.comm->all_to_all(y_perm, times(l.send_rows, d), head_rows(ep.y, rows),
+  exchange(ep, y_perm, times(l.send_rows, d), head_rows(ep.y, rows),
                       times(l.recv_rows, d));
-  ep.comm->all_to_all(z_perm, times(l.send_rows, f), head_rows(l.z, rows),
+  exchange(ep, z_perm, times(l.send_rows, f), head_rows(l.z, rows),
                       times(l.recv_rows, f));
 }
 
@@ -153,13 +164,13 @@ void ep_experts_backward(ModelState& m, const ModelConfig& c, Backend& be, Layer
 
   // dy (and the sp gradient w.r.t. z, which needs all k rows of a token: it is taken here, where
   // the tokens are) to the owners.
-  ep.comm->all_to_all(ep.dy, times(l.recv_rows, d), head_rows(g.dy_perm, R),
+  exchange(ep, ep.dy, times(l.recv_rows, d), head_rows(g.dy_perm, R),
                       times(l.send_rows, d));
   if (sp) {
     Tensor dz_sp = head_rows(g.dz_e, R);
     be.fill(dz_sp, 0.0);
     be.sp_loss_backward(dz_sp, head_rows(a.z, R), head_rows(a.token_row, N), sp_coef);
-    ep.comm->all_to_all(ep.dz_sp, times(l.recv_rows, f), dz_sp, times(l.send_rows, f));
+    exchange(ep, ep.dz_sp, times(l.recv_rows, f), dz_sp, times(l.send_rows, f));
   }
   for (const Block& b : blocks(ep, l)) {
     const Tensor x = block_rows(l.x, b), gate = block_rows(l.gate, b);
@@ -176,7 +187,7 @@ void ep_experts_backward(ModelState& m, const ModelConfig& c, Backend& be, Layer
     be.add(dx, dx, dx2);
   }
   Tensor dx_perm = head_rows(g.dx_perm, R);
-  ep.comm->all_to_all(dx_perm, times(l.send_rows, d), head_rows(ep.dx, rows),
+  exchange(ep, dx_perm, times(l.send_rows, d), head_rows(ep.dx, rows),
                       times(l.recv_rows, d));
 }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 
+#include "core/checked.h"
 #include "io/safetensors.h"
 #include "model/model_impl.h"
 #include "model/param_count.h"
@@ -65,7 +66,7 @@ class ParamBuilder {
     const int64_t offset = used_[group];
     Weight w = carve(group, big, with_lowp_);
     if (!placing()) return w;
-    const int64_t each = shape[0] * shape[1];
+    const int64_t each = checked_numel(shape, prefix + "*" + suffix);
     for (int64_t e = 0; e < n_experts; ++e) {
       Param p;
       p.name = prefix + std::to_string(first + e) + suffix;
@@ -99,10 +100,10 @@ class ParamBuilder {
 
   // The next shape_numel(shape) elements of `group` (views when placing).
   Weight carve(int group, const Shape& shape, bool lowp) {
-    int64_t n = 1;
-    for (int64_t s : shape) n *= s;
+    // Sizes come from the config: counts are exact or a usage error (see core/checked.h).
+    const int64_t n = checked_numel(shape, "model parameter of shape " + shape_str(shape));
     const int64_t offset = used_[group];
-    used_[group] += n;
+    used_[group] = checked_add(used_[group], n, "model parameter count");
     Weight w;
     if (!placing()) return w;
     const ParamGroup& g = (*groups_)[static_cast<size_t>(group)];
@@ -204,7 +205,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
                    Communicator* expert_comm)
     : cfg_(model), loss_cfg_(loss), backend_(backend) {
   check_model_config(cfg_, loss_cfg_, max_batch, seq, compute_dtype);
-  impl_ = new Impl();
+  impl_ = std::make_unique<Impl>();
   Impl& m = *impl_;
   if (expert_comm != nullptr && expert_comm->size() > 1) {
     const int P = expert_comm->size();
@@ -223,7 +224,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   m.recompute = recompute;
   m.max_batch = max_batch;
   m.max_seq = seq;
-  m.cap_tokens = max_batch * seq;
+  m.cap_tokens = checked_mul(max_batch, seq, "model: micro-batch tokens (batch x seq)");
   m.vocab = cfg_.vocab_size;
 
   const ModelConfig& c = cfg_;
@@ -304,7 +305,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   plan_buffers(m, cfg_, backend_);
 }
 
-MoeModel::~MoeModel() { delete impl_; }
+MoeModel::~MoeModel() = default;
 
 Param& MoeModel::param(const std::string& name) {
   for (Param& p : params_) {
@@ -414,6 +415,7 @@ void MoeModel::set_backward_hook(std::function<void(int64_t)> hook) {
 
 int MoeModel::expert_shards() const { return impl_->ep.size; }
 int MoeModel::expert_shard() const { return impl_->ep.rank; }
+double MoeModel::expert_comm_seconds() const { return impl_->ep.comm_seconds; }
 
 namespace {
 // "model.layers.L.mlp.experts.E.rest": the position of E and its length, or npos.

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,8 @@ class MoeModel {
   // Expert parallelism: the number of expert shards (1: every expert here) and this rank's.
   int expert_shards() const;
   int expert_shard() const;
+  // Expert parallelism: seconds this process has spent in the experts' all-to-alls (0 without).
+  double expert_comm_seconds() const;
   // True for a routed-expert parameter name of this model's layers that another shard holds
   // (a full checkpoint has them; loading skips them).
   bool is_other_shard_expert(const std::string& name) const;
@@ -191,7 +194,8 @@ class MoeModel {
   std::vector<Param> params_;
   std::vector<ParamGroup> groups_;
   std::function<void(int64_t)> backward_hook_;
-  Impl* impl_ = nullptr;
+  // Owned: a constructor that throws (a usage error on an overflowing size) must not leak it.
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace moe

@@ -68,6 +68,7 @@ struct EpState {
   Tensor counts_send, counts_recv;  // [E] i32: rows per (rank, local expert)
   Tensor y, dy, dz, dz_sp, dgate, dup, dx, dx2;  // [cap, d] / [cap, f]
   int64_t cap = 0;
+  double comm_seconds = 0;  // time spent in the all-to-alls so far
 };
 
 // Backward scratch, reused by every layer.

@@ -4,19 +4,20 @@
 // after the checkpoint's step, so every record of metrics.jsonl is written exactly once.
 #include "train/trainer.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
 
+#include "core/stop_signals.h"
 #include "routing/routing_stats.h"
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
 #include "train/expert_checkpoint.h"
+#include "train/run_setup.h"
 #include "train/schedule.h"
 #include "train/watchdog.h"
 
@@ -24,27 +25,6 @@ namespace fs = std::filesystem;
 
 namespace moe {
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-// Installs SIGINT/SIGTERM handlers for the lifetime of a run, restoring the old ones after.
-class StopSignals {
- public:
-  StopSignals() {
-    g_stop_signal.store(0);
-    old_int_ = std::signal(SIGINT, on_stop_signal);
-    old_term_ = std::signal(SIGTERM, on_stop_signal);
-  }
-  ~StopSignals() {
-    std::signal(SIGINT, old_int_);
-    std::signal(SIGTERM, old_term_);
-  }
-
- private:
-  void (*old_int_)(int);
-  void (*old_term_)(int);
-};
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -129,6 +109,10 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
   }
   if (opts_.resume_checkpoint.empty()) {
     model_->init_parameters(static_cast<uint64_t>(cfg_.train.seed));
+    if (opts_.init_from != nullptr) {
+      load_hf_weights(*model_, *opts_.init_from);
+      spdlog::info("initialised from {} ({})", opts_.init_from->dir, opts_.init_from->model_type);
+    }
   } else {
     TrainerState st = load_trainer_state(opts_.resume_checkpoint);
     load_training_state(opts_.resume_checkpoint, *model_, *optimizer_);
@@ -201,6 +185,12 @@ void Trainer::reduce_losses(LossValues& loss) {
 
 Trainer::~Trainer() = default;
 
+bool Trainer::any_rank_signalled() {
+  std::vector<int64_t> stop = {stop_signal_received() != 0 ? 1 : 0};
+  if (world_ > 1) comm_->all_reduce_sum_host(stop);
+  return stop[0] != 0;
+}
+
 void Trainer::open_metrics(bool resuming) {
   const fs::path path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
   fs::create_directories(cfg_.run.out_dir);
@@ -225,13 +215,31 @@ void Trainer::open_metrics(bool resuming) {
     }
     if (dropped) write_file_atomic(path.string(), kept);
   }
-  metrics_.open(path, std::ios::app);
-  MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());
+  metrics_.open(path.string());
 }
 
-void Trainer::write_metrics(const nlohmann::json& record) {
-  metrics_ << record.dump() << "\n";
-  metrics_.flush();
+void Trainer::write_metrics(const nlohmann::json& record) { metrics_.append(record.dump()); }
+
+void Trainer::stop_after_write_failure() {
+  const std::string what = metrics_.failed() ? metrics_.error() : run_log_write_error();
+  // A checkpoint of this step is consistent only if metrics.jsonl holds every record up to it
+  // (a resumed run writes the records after its checkpoint only).
+  std::string saved;
+  if (metrics_.retry_pending()) {
+    try {
+      saved = fmt::format("saved a last checkpoint, {}", save());
+    } catch (const std::exception& e) {
+      saved = fmt::format("the last checkpoint attempt failed too ({})", e.what());
+    }
+  } else {
+    saved = fmt::format("no checkpoint of step {} was attempted, as metrics.jsonl lacks its "
+                        "records", step_);
+  }
+  const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+  MOE_FAIL("{}. Training stopped after step {}: {}; the newest complete checkpoint is {}. Free "
+           "space, then continue with moetrain --resume {}", what, step_, saved,
+           newest.empty() ? std::string("none (the run restarts from step 0)") : newest,
+           cfg_.run.out_dir);
 }
 
 Trainer::StepResult Trainer::train_step() {
@@ -364,6 +372,12 @@ void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps
     const double waited = comm_wait_seconds();
     rec["comm_wait_s"] = steps_in_window > 0 ? (waited - logged_comm_wait_) / steps_in_window : 0;
     logged_comm_wait_ = waited;
+    if (expert_comm_) {
+      // Seconds per step rank 0 spent in the experts' all-to-alls (waiting for peers included).
+      const double a2a = model_->expert_comm_seconds();
+      rec["a2a_s"] = steps_in_window > 0 ? (a2a - logged_a2a_) / steps_in_window : 0;
+      logged_a2a_ = a2a;
+    }
   }
   write_metrics(rec);
 }
@@ -398,9 +412,25 @@ std::string Trainer::save() {
   st.lr = last_lr_;
   st.data_state = data_.train_state();
   auto t0 = std::chrono::steady_clock::now();
-  std::string dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
-                                    data_.tokenizer_model_bytes(), st, extras);
+  std::string dir;
+  try {
+    dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
+                          data_.tokenizer_model_bytes(), st, extras);
+  } catch (const std::exception& e) {
+    const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+    MOE_FAIL("cannot save the checkpoint of step {}: {}; the newest complete checkpoint is {} "
+             "(free space, then continue with moetrain --resume {})", step_, e.what(),
+             newest.empty() ? std::string("none") : newest, cfg_.run.out_dir);
+  }
   prune_checkpoints(cfg_.run.out_dir, cfg_.run.keep_last);
+  // The run's config.yaml describes its newest checkpoint (a resume with --set changes it here,
+  // not before it has saved anything).
+  const std::string run_config = (fs::path(cfg_.run.out_dir) / "config.yaml").string();
+  const std::string yaml = config_to_yaml(cfg_);
+  std::error_code ec;
+  if (!fs::exists(run_config, ec) || read_file(run_config) != yaml) {
+    write_file_atomic(run_config, yaml);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("saved checkpoint {} ({:.1f}s)", dir, secs);
   comm_->barrier();
@@ -408,7 +438,6 @@ std::string Trainer::save() {
 }
 
 TrainOutcome Trainer::run() {
-  StopSignals signals;
   // Multi-process runs only: one rank alone cannot wait for a peer.
   Watchdog watchdog(world_ > 1 ? cfg_.run.step_timeout_s : 0.0, rank_);
   const int64_t last = opts_.stop_at_step > 0
@@ -446,19 +475,30 @@ TrainOutcome Trainer::run() {
       log_valid(validate());
       watchdog.beat("validation");
     }
+    // A failed write to metrics.jsonl or train.log (a full disk) stops the run: see
+    // docs/reliability.md.
+    if (metrics_.failed() || !run_log_write_error().empty()) stop_after_write_failure();
+    // A stop signal (core/stop_signals.h) is acted on here, at the step boundary: the step is
+    // saved unless it just was (also when the signal came during that save), then the run
+    // stops. Reaching the last step is an ordinary finish even when a signal came meanwhile.
     // A signal reaches the ranks at different times: they stop together when any has one.
-    std::vector<int64_t> stop = {g_stop_signal.load()};
-    comm_->all_reduce_sum_host(stop);
-    const bool signalled = stop[0] != 0;
-    if ((cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0) || final_step ||
-        signalled) {
+    const bool periodic = cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0;
+    bool signalled = any_rank_signalled();
+    bool saved = false;
+    if (periodic || final_step || signalled) {
       save();
+      saved = true;
       watchdog.beat("a checkpoint");
     }
-    if (signalled) {
+    signalled = signalled || any_rank_signalled();
+    if (!final_step && signalled) {
+      if (!saved) save();
       if (rank_ == 0) {
-        spdlog::warn("stopped by a signal after step {}; continue with --resume {}", step_,
-                     cfg_.run.out_dir);
+        const int sig = stop_signal_received();
+        spdlog::warn("stopped by {} after step {}; continue with --resume {}",
+                     sig != 0 ? fmt::format("signal {} ({})", sig, strsignal(sig))
+                              : std::string("a signal to another rank"),
+                     step_, cfg_.run.out_dir);
       }
       return TrainOutcome::kInterrupted;
     }

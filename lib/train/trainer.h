@@ -13,7 +13,9 @@
 #include "config/config.h"
 #include "model/model.h"
 #include "train/data_source.h"
+#include "model/hf_import.h"
 #include "train/grad_sync.h"
+#include "train/metrics_file.h"
 #include "train/optimizer.h"
 
 namespace moe {
@@ -26,6 +28,7 @@ struct TrainerOptions {
   // The ranks of a multi-process run (data parallel, docs/distributed.md); nullptr: one rank.
   // Only rank 0 writes metrics and checkpoints.
   Communicator* comm = nullptr;
+  const HfImport* init_from = nullptr;  // fresh run: start from these weights (--init-from)
 };
 
 enum class TrainOutcome { kFinished, kStopped, kInterrupted };
@@ -36,15 +39,17 @@ class Trainer {
   Trainer(const Config& cfg, Backend& backend, TrainingData& data, const TrainerOptions& opts);
   ~Trainer();
 
-  // Trains until train.max_steps (or stop_at_step, or SIGINT/SIGTERM, after which it saves a
-  // checkpoint and returns kInterrupted).
+  // Trains until train.max_steps (or stop_at_step). When a stop signal has been received
+  // (core/stop_signals.h; only moetrain's main sets that up) it saves a checkpoint at the next
+  // step boundary and returns kInterrupted.
   TrainOutcome run();
 
   MoeModel& model() { return *model_; }
   AdamW& optimizer() { return *optimizer_; }
   int64_t step() const { return step_; }
-  // Writes a checkpoint of the current state (and prunes old ones); returns its directory.
-  // With several ranks every rank calls it; rank 0 writes (others return "").
+  // Writes a checkpoint of the current state (and prunes old ones); returns its directory. A
+  // failure is a runtime error naming the newest complete checkpoint. With several ranks every
+  // rank calls it; rank 0 writes (others return "").
   std::string save();
 
   struct StepResult {
@@ -67,7 +72,12 @@ class Trainer {
   void log_valid(const ValidResult& v);
   void open_metrics(bool resuming);
   void write_metrics(const nlohmann::json& record);
+  // After a failed write to metrics.jsonl or train.log: a last checkpoint attempt, then a
+  // runtime error that says what failed, what was saved and how to continue.
+  [[noreturn]] void stop_after_write_failure();
   void check_ranks_agree();
+  // Whether a stop signal reached any rank (a collective: every rank calls it at the same point).
+  bool any_rank_signalled();
   void reduce_losses(LossValues& loss);
 
   Config cfg_;
@@ -84,7 +94,7 @@ class Trainer {
   std::unique_ptr<GradSync> grad_sync_;
   Batch skipped_;  // the other ranks' micro-batches, read past
   std::unique_ptr<AdamW> optimizer_;
-  std::ofstream metrics_;
+  MetricsFile metrics_;
   Batch batch_;
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
@@ -93,6 +103,7 @@ class Trainer {
   double train_seconds_ = 0;   // time spent in train_step in this process
   int64_t steps_this_process_ = 0;
   double logged_comm_wait_ = 0;  // comm_wait_seconds() at the last metrics record
+  double logged_a2a_ = 0;        // the model's expert_comm_seconds() at the last record
 };
 
 }  // namespace moe
