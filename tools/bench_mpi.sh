@@ -2,7 +2,9 @@
 # Data-parallel throughput on the CPU: 1 rank x 2 threads against 2 ranks x 1 thread (mpirun) on
 # the same global batch (the 1-rank run accumulates 2 micro-batches, each rank of the 2-rank run
 # trains 1), and the share of the 2-rank step spent waiting for the gradient all-reduce that the
-# backward pass did not hide (metrics.jsonl "comm_wait_s").
+# backward pass did not hide (metrics.jsonl "comm_wait_s"); and 2 ranks x 1 thread with expert
+# parallelism (train.expert_parallel 2: each rank holds half of the routed experts, token rows
+# travel by all-to-all) on the same global batch.
 #
 # Usage: tools/bench_mpi.sh [CONFIG=tools/reference/bench_cpu_d128.yaml] [STEPS=20] [WARMUP=3] [REPEATS=3]
 #   env MOETRAIN (default build/apps/moetrain), BENCH_DIR (default a fresh temporary directory).
@@ -10,7 +12,9 @@
 # tokens/s is the median of the train records' tok_per_s after WARMUP steps (the training step
 # alone: tokenization and the final checkpoint do not count). The figure of each layout is the
 # median over REPEATS runs. Last line: JSON {"one_rank_tokens_per_s", "two_ranks_tokens_per_s",
-# "ratio", "comm_wait_share"}.
+# "ratio", "comm_wait_share", "two_ranks_ep_tokens_per_s", "ep_ratio", "ep_comm_share"} (the
+# expert-parallel share: rank 0's all-to-all time, metrics.jsonl "a2a_s", plus its all-reduce
+# wait, over the step time).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONFIG="${1:-$ROOT/tools/reference/bench_cpu_d128.yaml}"
@@ -31,28 +35,37 @@ import json, statistics, sys
 recs = [r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "train"][int(sys.argv[2]):]
 tps = statistics.median(r["tok_per_s"] for r in recs)
 wait = statistics.median(r.get("comm_wait_s", 0.0) for r in recs)
-print(tps, wait)
+a2a = statistics.median(r.get("a2a_s", 0.0) for r in recs)
+print(tps, wait, a2a)
 PY
 }
 cd "$ROOT"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
-one=() two=() share=()
+one=() two=() share=() ep=() ep_share=()
 for i in $(seq 1 "$REPEATS"); do
   OMP_NUM_THREADS=2 "$MOETRAIN" "${COMMON[@]}" --set run.out_dir="$DIR/one$i" --set train.threads=2 \
     --set train.grad_accum=2 > "$DIR/one$i.log" 2>&1 || { cat "$DIR/one$i.log"; exit 1; }
   OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np 2 "$MOETRAIN" "${COMMON[@]}" \
     --set run.out_dir="$DIR/two$i" --set train.threads=1 --set train.grad_accum=1 \
     > "$DIR/two$i.log" 2>&1 || { cat "$DIR/two$i.log"; exit 1; }
-  read -r t1 _ < <(summary "$DIR/one$i/metrics.jsonl")
-  read -r t2 w2 < <(summary "$DIR/two$i/metrics.jsonl")
+  OMP_NUM_THREADS=1 timeout 600 "${MPIRUN[@]}" -np 2 "$MOETRAIN" "${COMMON[@]}" \
+    --set run.out_dir="$DIR/ep$i" --set train.threads=1 --set train.grad_accum=1 \
+    --set train.expert_parallel=2 > "$DIR/ep$i.log" 2>&1 || { cat "$DIR/ep$i.log"; exit 1; }
+  read -r t1 _ _ < <(summary "$DIR/one$i/metrics.jsonl")
+  read -r te we ae < <(summary "$DIR/ep$i/metrics.jsonl")
+  read -r t2 w2 _ < <(summary "$DIR/two$i/metrics.jsonl")
   tokens=$(python3 -c "import yaml; c = yaml.safe_load(open('$CONFIG')); t = c['train']; print(2 * t['batch_size'] * t['seq_len'])")
   s=$(python3 -c "print($w2 / ($tokens / $t2))")
   echo "run $i: 1 rank x 2 threads $t1 tok/s; 2 ranks x 1 thread $t2 tok/s, all-reduce wait $w2 s of $(python3 -c "print($tokens / $t2)") s per step (share $s)"
-  one+=("$t1") two+=("$t2") share+=("$s")
+  se=$(python3 -c "print(($we + $ae) / ($tokens / $te))")
+  echo "run $i: 2 ranks x 1 thread, expert parallel 2: $te tok/s, all-to-alls $ae s + all-reduce wait $we s of $(python3 -c "print($tokens / $te)") s per step (share $se)"
+  one+=("$t1") two+=("$t2") share+=("$s") ep+=("$te") ep_share+=("$se")
 done
-python3 - "${one[*]}" "${two[*]}" "${share[*]}" <<'PY'
+python3 - "${one[*]}" "${two[*]}" "${share[*]}" "${ep[*]}" "${ep_share[*]}" <<'PY'
 import json, statistics, sys
-one, two, share = (statistics.median(map(float, a.split())) for a in sys.argv[1:4])
+one, two, share, ep, ep_share = (statistics.median(map(float, a.split())) for a in sys.argv[1:6])
 print(json.dumps({"one_rank_tokens_per_s": round(one), "two_ranks_tokens_per_s": round(two),
-                  "ratio": round(two / one, 3), "comm_wait_share": round(share, 4)}))
+                  "ratio": round(two / one, 3), "comm_wait_share": round(share, 4),
+                  "two_ranks_ep_tokens_per_s": round(ep), "ep_ratio": round(ep / one, 3),
+                  "ep_comm_share": round(ep_share, 4)}))
 PY

@@ -96,7 +96,7 @@ std::string run_dir_of_checkpoint(const std::string& checkpoint_dir) {
 
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeModel& model,
                             OptimizerStateIO& optimizer, const std::string& tokenizer_model_bytes,
-                            const TrainerState& state) {
+                            const TrainerState& state, const CheckpointExtras& extras) {
   const fs::path root = checkpoints_root(run_dir);
   fs::create_directories(root);
   const fs::path final_dir = root / checkpoint_name(state.step);
@@ -110,11 +110,18 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeMo
     fs::create_directories(tmp);
     // The tokenizer's hash goes with the weights, so a loader can tell a swapped tokenizer.model
     // even where no manifest is (checkpoint/model_checkpoint.h).
-    save_weights(model, (tmp / "model.safetensors").string(),
-                 {{kTokenizerHashKey, fmt::format("{:016x}", hash_bytes(
-                       tokenizer_model_bytes.data(), tokenizer_model_bytes.size()))}});
+    {
+      // Expert parallelism: the other shards' experts (extras) make it the full model.
+      SafeTensorsWriter weights;
+      add_weights(model, weights);
+      for (const auto& t : extras.weights) weights.add_f32(t.name, t.shape, t.values);
+      weights.set_metadata(kTokenizerHashKey, fmt::format("{:016x}", hash_bytes(
+          tokenizer_model_bytes.data(), tokenizer_model_bytes.size())));
+      weights.write((tmp / "model.safetensors").string(), /*atomic=*/true);
+    }
     SafeTensorsWriter opt;
     optimizer.save(opt);
+    for (const auto& t : extras.optimizer) opt.add_f32(t.name, t.shape, t.values);
     opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
     for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
       fsync_path((tmp / f).string());

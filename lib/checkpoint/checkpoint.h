@@ -63,11 +63,24 @@ std::string resolve_resume_checkpoint(const std::string& dir);
 // The run directory a checkpoint directory belongs to (<run_dir>/checkpoints/step_X).
 std::string run_dir_of_checkpoint(const std::string& checkpoint_dir);
 
+// Named f32 tensors a checkpoint holds beyond the model's parameters and the optimizer's state:
+// with expert parallelism the model holds one shard of the routed experts, and the trainer adds
+// the other shards' experts and moments (gathered) so the checkpoint is the full model.
+struct CheckpointExtras {
+  struct Named {
+    std::string name;
+    Shape shape;
+    std::vector<float> values;
+  };
+  std::vector<Named> weights;    // into model.safetensors
+  std::vector<Named> optimizer;  // into optimizer.safetensors
+};
+
 // Writes a checkpoint of `step` atomically and returns its final path. Refuses to replace an
 // existing checkpoint directory.
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeModel& model,
                             OptimizerStateIO& optimizer, const std::string& tokenizer_model_bytes,
-                            const TrainerState& state);
+                            const TrainerState& state, const CheckpointExtras& extras = {});
 // Deletes the oldest complete checkpoints so that at most keep_last (>= 1) remain.
 void prune_checkpoints(const std::string& run_dir, int64_t keep_last);
 

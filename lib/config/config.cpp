@@ -259,6 +259,7 @@ std::vector<Field> build_fields() {
   train.add_string("attention", &TrainConfig::attention);
   train.add_int("zero", &TrainConfig::zero);
   train.add_double("grad_bucket_mb", &TrainConfig::grad_bucket_mb);
+  train.add_int("expert_parallel", &TrainConfig::expert_parallel);
 
   FieldAdder<RunConfig> run{f, "run", &Config::run};
   run.add_string("out_dir", &RunConfig::out_dir);

@@ -91,6 +91,9 @@ struct TrainConfig {
   // sequences per step, so the global batch is world x batch_size x grad_accum.
   int64_t zero = 0;                // 1: ZeRO-1, the AdamW moments sharded over the ranks
   double grad_bucket_mb = 16;      // gradient all-reduce bucket (MiB of f32)
+  // Expert parallelism: the routed experts of every MoE layer split over groups of this many
+  // consecutive ranks (divides the world size and model.n_experts); 1: off.
+  int64_t expert_parallel = 1;
 };
 
 struct RunConfig {

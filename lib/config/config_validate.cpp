@@ -229,6 +229,7 @@ void validate_train(const TrainConfig& t, const ModelConfig& m) {
   MOE_USAGE_CHECK(t.zero == 0 || t.zero == 1, "train.zero: expected 0 (off) or 1 (ZeRO-1: "
                   "optimizer state sharded over the ranks), found {}", t.zero);
   check_positive("train.grad_bucket_mb", t.grad_bucket_mb);
+  check_positive("train.expert_parallel", t.expert_parallel);
 }
 
 void validate_run(const RunConfig& r) {

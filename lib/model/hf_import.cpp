@@ -323,6 +323,7 @@ void load_hf_weights(MoeModel& model, const HfImport& hf) {
     used.insert(p.name);
   }
   for (const auto& kv : hf.tensors) {
+    if (model.is_other_shard_expert(kv.first)) continue;  // expert parallelism: another rank's
     MOE_USAGE_CHECK(used.count(kv.first), "{}: tensor \"{}\" (shape {}) has no place in the "
                     "model config.json describes", hf.dir, kv.first, shape_str(kv.second.shape));
   }

@@ -5,6 +5,7 @@
 // Routed experts live in one [E, f, d] (down: [E, d, f]) tensor per layer so the grouped GEMM
 // sees them contiguously; each expert's Param is a view (Tensor::slice_flat) of its slice, so
 // names map 1:1 to Hugging Face tensors and the optimizer updates the shared storage in place.
+#include <algorithm>
 #include <cstring>
 #include <map>
 
@@ -23,7 +24,8 @@ namespace {
 // bias is allocated on its own.
 class ParamBuilder {
  public:
-  static constexpr int kDecay = 0, kNoDecay = 1;
+  // kExperts: expert parallelism only (the routed experts of this rank's shard).
+  static constexpr int kDecay = 0, kNoDecay = 1, kExperts = 2;
 
   // Measuring pass: no memory, no Params.
   ParamBuilder() = default;
@@ -56,22 +58,22 @@ class ParamBuilder {
   }
 
   // n_experts matrices of `shape` stored contiguously as [E, shape...]; one Param per expert,
-  // named prefix + e + suffix.
+  // named prefix + (first + e) + suffix, in `group` (kDecay, or kExperts for a shard).
   Weight add_experts(const std::string& prefix, const std::string& suffix, int64_t n_experts,
-                     const Shape& shape) {
+                     const Shape& shape, int64_t first = 0, int group = kDecay) {
     Shape big = {n_experts};
     big.insert(big.end(), shape.begin(), shape.end());
-    const int64_t offset = used_[kDecay];
-    Weight w = carve(kDecay, big, with_lowp_);
+    const int64_t offset = used_[group];
+    Weight w = carve(group, big, with_lowp_);
     if (!placing()) return w;
     const int64_t each = checked_numel(shape, prefix + "*" + suffix);
     for (int64_t e = 0; e < n_experts; ++e) {
       Param p;
-      p.name = prefix + std::to_string(e) + suffix;
+      p.name = prefix + std::to_string(first + e) + suffix;
       p.value = w.value.slice_flat(e * each, shape);
       p.grad = w.grad.slice_flat(e * each, shape);
       if (w.lowp.defined()) p.lowp = w.lowp.slice_flat(e * each, shape);
-      p.group = kDecay;
+      p.group = group;
       p.group_offset = offset + e * each;
       params_->push_back(p);
     }
@@ -119,7 +121,7 @@ class ParamBuilder {
   bool with_lowp_ = false;
   std::vector<ParamGroup>* groups_ = nullptr;
   std::vector<Param>* params_ = nullptr;
-  int64_t used_[2] = {0, 0};
+  int64_t used_[3] = {0, 0, 0};
 };
 
 void check_model_config(const ModelConfig& c, const LossConfig& lc, int64_t max_batch,
@@ -196,10 +198,27 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
 
 MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend,
                    int64_t max_batch, int64_t seq, DType compute_dtype, bool recompute)
+    : MoeModel(model, loss, backend, max_batch, seq, compute_dtype, recompute, nullptr) {}
+
+MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend,
+                   int64_t max_batch, int64_t seq, DType compute_dtype, bool recompute,
+                   Communicator* expert_comm)
     : cfg_(model), loss_cfg_(loss), backend_(backend) {
   check_model_config(cfg_, loss_cfg_, max_batch, seq, compute_dtype);
   impl_ = std::make_unique<Impl>();
   Impl& m = *impl_;
+  if (expert_comm != nullptr && expert_comm->size() > 1) {
+    const int P = expert_comm->size();
+    MOE_USAGE_CHECK(cfg_.dense_layers < cfg_.n_layers && cfg_.n_experts % P == 0,
+                    "train.expert_parallel = {}: expected a divisor of model.n_experts ({}) "
+                    "and a model with MoE layers", P, cfg_.n_experts);
+    m.ep.comm = expert_comm;
+    m.ep.size = P;
+    m.ep.rank = expert_comm->rank();
+    m.ep.local_experts = cfg_.n_experts / P;
+    m.ep.counts_send = backend_.zeros({cfg_.n_experts}, DType::kI32);
+    m.ep.counts_recv = backend_.zeros({cfg_.n_experts}, DType::kI32);
+  }
   m.act = compute_dtype;
   m.stat = compute_dtype == DType::kF64 ? DType::kF64 : DType::kF32;
   m.recompute = recompute;
@@ -241,9 +260,14 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
           if (pb.placing()) layer.expert_load = backend_.zeros({E}, ms.stat);
         }
         const std::string ep = p + "mlp.experts.";
-        layer.gate_w = pb.add_experts(ep, ".gate_proj.weight", E, {f, d});
-        layer.up_w = pb.add_experts(ep, ".up_proj.weight", E, {f, d});
-        layer.down_w = pb.add_experts(ep, ".down_proj.weight", E, {d, f});
+        // Expert parallelism: this rank's shard of the experts, in a group of its own.
+        const bool shard = m.ep.comm != nullptr;
+        const int64_t n_local = shard ? m.ep.local_experts : E;
+        const int64_t first = shard ? m.ep.rank * n_local : 0;
+        const int group = shard ? ParamBuilder::kExperts : ParamBuilder::kDecay;
+        layer.gate_w = pb.add_experts(ep, ".gate_proj.weight", n_local, {f, d}, first, group);
+        layer.up_w = pb.add_experts(ep, ".up_proj.weight", n_local, {f, d}, first, group);
+        layer.down_w = pb.add_experts(ep, ".down_proj.weight", n_local, {d, f}, first, group);
         if (sw > 0) {
           layer.shared_gate_w = pb.add(p + "mlp.shared_experts.gate_proj.weight", {sw, d});
           layer.shared_up_w = pb.add(p + "mlp.shared_experts.up_proj.weight", {sw, d});
@@ -258,16 +282,20 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   {
     ModelState sizes_only;
     sizes_only.vocab = m.vocab;
+    sizes_only.ep = m.ep;
     ParamBuilder measure;
     create_params(sizes_only, measure);
     const bool with_lowp = m.act == DType::kBF16;
-    for (int group : {ParamBuilder::kDecay, ParamBuilder::kNoDecay}) {
+    std::vector<int> group_ids = {ParamBuilder::kDecay, ParamBuilder::kNoDecay};
+    if (m.ep.comm != nullptr) group_ids.push_back(ParamBuilder::kExperts);
+    for (int group : group_ids) {
       ParamGroup g;
       const int64_t n = measure.group_numel(group);
       g.value = backend_.zeros({n}, m.stat);
       g.grad = backend_.zeros({n}, m.stat);
       if (with_lowp) g.lowp = backend_.zeros({n}, DType::kBF16);
-      g.decay = group == ParamBuilder::kDecay;
+      g.decay = group != ParamBuilder::kNoDecay;
+      g.experts = group == ParamBuilder::kExperts;
       groups_.push_back(g);
     }
     ParamBuilder pb(backend_, m.stat, with_lowp, groups_, params_);
@@ -383,6 +411,51 @@ std::vector<Tensor> MoeModel::balance_loads() {
 
 void MoeModel::set_backward_hook(std::function<void(int64_t)> hook) {
   backward_hook_ = std::move(hook);
+}
+
+int MoeModel::expert_shards() const { return impl_->ep.size; }
+int MoeModel::expert_shard() const { return impl_->ep.rank; }
+double MoeModel::expert_comm_seconds() const { return impl_->ep.comm_seconds; }
+
+namespace {
+// "model.layers.L.mlp.experts.E.rest": the position of E and its length, or npos.
+std::pair<size_t, size_t> expert_index_span(const std::string& name) {
+  static const std::string layers = "model.layers.", experts = ".mlp.experts.";
+  if (name.rfind(layers, 0) != 0) return {std::string::npos, 0};
+  const size_t at = name.find(experts);
+  if (at == std::string::npos) return {std::string::npos, 0};
+  const size_t b = at + experts.size();
+  size_t e = b;
+  while (e < name.size() && name[e] >= '0' && name[e] <= '9') ++e;
+  if (e == b || e >= name.size() || name[e] != '.') return {std::string::npos, 0};
+  return {b, e - b};
+}
+}  // namespace
+
+bool MoeModel::is_other_shard_expert(const std::string& name) const {
+  const EpState& ep = impl_->ep;
+  if (ep.comm == nullptr) return false;
+  const auto [b, n] = expert_index_span(name);
+  if (b == std::string::npos) return false;
+  const int64_t e = std::stoll(name.substr(b, n));
+  if (e < 0 || e >= cfg_.n_experts || e / ep.local_experts == ep.rank) return false;
+  // The same tensor of a local expert must exist (layer, projection).
+  return std::any_of(params_.begin(), params_.end(), [&](const Param& p) {
+    return p.group >= 0 && groups_[static_cast<size_t>(p.group)].experts &&
+           expert_name_on_shard(p.name, static_cast<int>(e / ep.local_experts)) == name;
+  });
+}
+
+std::string MoeModel::expert_name_on_shard(const std::string& name, int shard) const {
+  const EpState& ep = impl_->ep;
+  const auto [b, n] = expert_index_span(name);
+  MOE_CHECK(b != std::string::npos && ep.comm != nullptr && shard >= 0 && shard < ep.size,
+            "expert_name_on_shard: '{}' is not a routed expert of a shard {} of {}", name, shard,
+            ep.size);
+  const int64_t e = std::stoll(name.substr(b, n));
+  const int64_t local = e - ep.rank * ep.local_experts;
+  return name.substr(0, b) + std::to_string(shard * ep.local_experts + local) +
+         name.substr(b + n);
 }
 
 int64_t MoeModel::backward_part(const Param& p) const {

@@ -14,6 +14,8 @@
 
 namespace moe {
 
+class Communicator;
+
 struct Param {
   std::string name;    // Hugging Face name, e.g. "model.layers.0.mlp.experts.3.up_proj.weight"
   Tensor value;        // f32 master weights on the backend's device
@@ -35,6 +37,10 @@ struct Param {
 struct ParamGroup {
   Tensor value, grad, lowp;  // [numel]; lowp undefined unless the run is bf16
   bool decay = true;
+  // Expert parallelism only: this group holds the routed experts of this rank's shard (every
+  // rank of the expert-parallel group has one of the same layout), so its gradients are reduced
+  // over the ranks that hold the same shard, never over the whole world.
+  bool experts = false;
 };
 
 // One micro-batch on the host: batch x seq token ids, targets shifted by one (-1 = ignored).
@@ -76,6 +82,14 @@ class MoeModel {
   // activation memory no longer grows with depth; results are bitwise those of recompute = false.
   MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend, int64_t max_batch,
            int64_t seq, DType compute_dtype, bool recompute);
+  // Expert parallelism (docs/distributed.md): with `expert_comm` of P > 1 ranks, this rank holds
+  // only the routed experts [rank * E/P, (rank + 1) * E/P) of every MoE layer (in a third flat
+  // group, ParamGroup::experts), and forward/backward send each dispatched token row to the rank
+  // that owns its expert with all-to-alls over expert_comm (a collective: every rank of it runs
+  // every forward and backward together). Parameters keep their global names. nullptr or one
+  // rank: the plain model, bit for bit.
+  MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& backend, int64_t max_batch,
+           int64_t seq, DType compute_dtype, bool recompute, Communicator* expert_comm);
   ~MoeModel();
   MoeModel(const MoeModel&) = delete;
   MoeModel& operator=(const MoeModel&) = delete;
@@ -155,6 +169,18 @@ class MoeModel {
   // values outside adamw_step (loading weights, initialisation does it itself). No-op on f32/f64.
   void sync_lowp();
   DType compute_dtype() const;  // the activation dtype the model was built with
+
+  // Expert parallelism: the number of expert shards (1: every expert here) and this rank's.
+  int expert_shards() const;
+  int expert_shard() const;
+  // Expert parallelism: seconds this process has spent in the experts' all-to-alls (0 without).
+  double expert_comm_seconds() const;
+  // True for a routed-expert parameter name of this model's layers that another shard holds
+  // (a full checkpoint has them; loading skips them).
+  bool is_other_shard_expert(const std::string& name) const;
+  // The name parameter `name` (a routed expert of this shard) has on shard `shard`: the same
+  // local expert there, e.g. experts.1 -> experts.5 for shard 1 of 4 experts per shard.
+  std::string expert_name_on_shard(const std::string& name, int shard) const;
 
   const ModelConfig& config() const { return cfg_; }
   const LossConfig& loss_config() const { return loss_cfg_; }

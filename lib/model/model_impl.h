@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "model/model.h"
 
 namespace moe {
@@ -35,6 +36,17 @@ struct LayerActs {
   Tensor shared_gate, shared_up, shared_z;
 };
 
+// Expert parallelism, one MoE layer (model/expert_parallel.cpp): the exchange plan of the last
+// forward (the backward mirrors it) and this rank's experts' activations for the rows it
+// received, in the order they arrive: by sending rank, within a rank by local expert.
+struct EpLayer {
+  std::vector<int64_t> send_rows, recv_rows;  // dispatched rows to / from each rank
+  int64_t recv_total = 0;
+  Tensor offsets;         // [P * (El + 1)] i32: per sending rank, its rows' local-expert offsets
+  Tensor x, gate, up, z;  // [rows, d] / [rows, f], capacity `cap` rows
+  int64_t cap = 0;
+};
+
 struct Layer {
   int64_t index = 0;
   bool is_moe = false;
@@ -44,6 +56,19 @@ struct Layer {
   Weight router, shared_gate_w, shared_up_w, shared_down_w;
   Tensor balance_bias, expert_load;  // balance = bias only
   LayerActs act;
+  EpLayer ep;  // expert parallelism only
+};
+
+// Expert parallelism, shared by the layers: the communicator and the scratch the exchanges and
+// the experts' backward use (grown to the largest number of received rows seen).
+struct EpState {
+  Communicator* comm = nullptr;  // null: no expert parallelism
+  int size = 1, rank = 0;
+  int64_t local_experts = 0;     // El = E / size; this rank holds [rank * El, (rank + 1) * El)
+  Tensor counts_send, counts_recv;  // [E] i32: rows per (rank, local expert)
+  Tensor y, dy, dz, dz_sp, dgate, dup, dx, dx2;  // [cap, d] / [cap, f]
+  int64_t cap = 0;
+  double comm_seconds = 0;  // time spent in the all-to-alls so far
 };
 
 // Backward scratch, reused by every layer.
@@ -89,6 +114,7 @@ struct ModelState {
   Tensor recompute_out;  // [cap, d]: where a re-run layer writes its (unused) output
   KvCache kv;            // eval only (kv_cache.cpp)
   ExpertHook expert_hook;  // inference: called by moe_forward once a layer's top-k is known
+  EpState ep;              // expert parallelism (comm null when off)
 
   // The last forward pass.
   int64_t batch = 0, seq = 0, n_tokens = 0, n_valid = 0;
@@ -151,5 +177,14 @@ void moe_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Back
                  Layer& layer, Tensor& h_out, bool need_grad);
 void moe_backward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Backend& be,
                   Layer& layer, float loss_scale);
+// Expert parallelism (expert_parallel.cpp): the routed experts of one layer for the rows in
+// act.x_perm (dispatched by act.expert_offsets over all E experts): rows go to the ranks that
+// own their experts, the owners run their experts, and act.y_perm and act.z receive the results
+// in this rank's dispatch order, as the local grouped GEMMs would have written them.
+void ep_experts_forward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer);
+// Its mirror: from g.dy_perm (and, with sp_coef != 0, the sp gradient on act.z) to g.dx_perm;
+// the expert weight gradients accumulate on the owners.
+void ep_experts_backward(ModelState& m, const ModelConfig& c, Backend& be, Layer& layer,
+                         float sp_coef);
 
 }  // namespace moe

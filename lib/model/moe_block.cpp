@@ -7,6 +7,9 @@
 //   the top-k mass m_t (row moe_index of the [M, N] masses that R_cp reads after all layers).
 // Every loss is computed in forward (so metrics see them all); backward applies only the ENABLED
 // ones with their coefficients. The top-k sets are constants in backward.
+// With expert parallelism the grouped GEMMs run on the ranks that own the experts
+// (expert_parallel.cpp); routing, dispatch order, shared experts and every loss stay on the rank
+// that holds the tokens, computed from its own tokens.
 #include "model/model_impl.h"
 
 namespace moe {
@@ -39,10 +42,14 @@ void moe_forward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Back
 
   be.moe_dispatch_plan(a.expert_offsets, row_token, token_row, idx, c.n_experts);
   be.moe_permute(x_perm, norm, row_token);
-  be.grouped_matmul_forward(gate, x_perm, layer.gate_w.compute(), a.expert_offsets);
-  be.grouped_matmul_forward(up, x_perm, layer.up_w.compute(), a.expert_offsets);
-  be.swiglu_forward(z, gate, up);
-  be.grouped_matmul_forward(y_perm, z, layer.down_w.compute(), a.expert_offsets);
+  if (m.ep.comm != nullptr) {
+    ep_experts_forward(m, c, be, layer);  // the owners of the experts run them
+  } else {
+    be.grouped_matmul_forward(gate, x_perm, layer.gate_w.compute(), a.expert_offsets);
+    be.grouped_matmul_forward(up, x_perm, layer.up_w.compute(), a.expert_offsets);
+    be.swiglu_forward(z, gate, up);
+    be.grouped_matmul_forward(y_perm, z, layer.down_w.compute(), a.expert_offsets);
+  }
   be.moe_unpermute(h_out, y_perm, weight, token_row, /*accumulate=*/true);
 
   if (layer.shared_gate_w.value.defined()) {
@@ -83,17 +90,20 @@ void moe_backward(ModelState& m, const ModelConfig& c, const LossConfig& lc, Bac
 
   // Routed experts, back to the permuted input.
   be.moe_unpermute_backward(dy_perm, dweight, dh, y_perm, weight, token_row);
-  be.grouped_matmul_backward(dz, layer.down_w.grad, dy_perm, z, layer.down_w.compute(),
-                             a.expert_offsets);
-  if (lc.has("sp")) {
-    be.sp_loss_backward(dz, z, token_row, static_cast<float>(lc.sp_coef) * loss_scale);
+  const float sp_coef = lc.has("sp") ? static_cast<float>(lc.sp_coef) * loss_scale : 0.0f;
+  if (m.ep.comm != nullptr) {
+    ep_experts_backward(m, c, be, layer, sp_coef);
+  } else {
+    be.grouped_matmul_backward(dz, layer.down_w.grad, dy_perm, z, layer.down_w.compute(),
+                               a.expert_offsets);
+    if (lc.has("sp")) be.sp_loss_backward(dz, z, token_row, sp_coef);
+    be.swiglu_backward(dgate, dup, dz, gate, up);
+    be.grouped_matmul_backward(dx_perm, layer.gate_w.grad, dgate, x_perm,
+                               layer.gate_w.compute(), a.expert_offsets);
+    be.grouped_matmul_backward(dx_perm2, layer.up_w.grad, dup, x_perm, layer.up_w.compute(),
+                               a.expert_offsets);
+    be.add(dx_perm, dx_perm, dx_perm2);
   }
-  be.swiglu_backward(dgate, dup, dz, gate, up);
-  be.grouped_matmul_backward(dx_perm, layer.gate_w.grad, dgate, x_perm, layer.gate_w.compute(),
-                             a.expert_offsets);
-  be.grouped_matmul_backward(dx_perm2, layer.up_w.grad, dup, x_perm, layer.up_w.compute(),
-                             a.expert_offsets);
-  be.add(dx_perm, dx_perm, dx_perm2);
   be.moe_permute_backward(dnorm, dx_perm, token_row);
 
   if (layer.shared_gate_w.value.defined()) {

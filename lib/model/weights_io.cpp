@@ -78,6 +78,8 @@ void load_weights(MoeModel& model, const SafeTensorsReader& reader, bool allow_u
   }
   if (!allow_unknown) {
     for (const std::string& name : reader.names()) {
+      // Expert parallelism: a full checkpoint holds the experts of the other shards too.
+      if (model.is_other_shard_expert(name)) continue;
       MOE_CHECK(known.count(name), "{}: unexpected tensor \"{}\" of shape {}: the model (arch {}, "
                 "{} layers, {} experts, tie_embeddings {}) has no such parameter", reader.path(),
                 name, shape_str(reader.shape(name)), model.config().arch, model.config().n_layers,

@@ -7,7 +7,8 @@
 
 namespace moe {
 
-GradSync::GradSync(Communicator& comm, MoeModel& model, int64_t bucket_elements)
+GradSync::GradSync(Communicator& comm, MoeModel& model, int64_t bucket_elements,
+                   Communicator* expert_replicas)
     : comm_(comm), model_(model) {
   if (comm_.size() <= 1) return;
   MOE_CHECK(bucket_elements > 0, "GradSync: bucket size must be positive, found {}",
@@ -22,6 +23,8 @@ GradSync::GradSync(Communicator& comm, MoeModel& model, int64_t bucket_elements)
         {p.group_offset, p.group_offset + p.value.numel(), model_.backward_part(p)});
   }
   for (size_t g = 0; g < groups.size(); ++g) {
+    Communicator* over = groups[g].experts ? expert_replicas : &comm_;
+    if (over == nullptr || over->size() <= 1) continue;  // an expert shard held once
     const int64_t n = groups[g].grad.numel();
     // From the end of the group: the layers at the end finish first in backward.
     for (int64_t end = n; end > 0; end -= bucket_elements) {
@@ -33,6 +36,7 @@ GradSync::GradSync(Communicator& comm, MoeModel& model, int64_t bucket_elements)
       Bucket b;
       b.grad = groups[g].grad.slice_flat(start, {end - start});
       b.part = part;
+      b.comm = over;
       buckets_.push_back(std::move(b));
     }
   }
@@ -53,7 +57,7 @@ void GradSync::launch_ready(int64_t part) {
     if (b.request) {
       b.request->test();  // lets MPI progress the buckets in flight
     } else if (b.part >= part) {
-      b.request = comm_.all_reduce_sum_async(b.grad);
+      b.request = b.comm->all_reduce_sum_async(b.grad);
     }
   }
 }

@@ -16,8 +16,11 @@ namespace moe {
 
 class GradSync {
  public:
-  // With one rank nothing is ever sent.
-  GradSync(Communicator& comm, MoeModel& model, int64_t bucket_elements);
+  // With one rank nothing is ever sent. Expert parallelism: the groups of the model's expert
+  // shard (ParamGroup::experts) are summed over `expert_replicas` (the ranks that hold the same
+  // shard; nullptr or one rank: not at all), every other group over `comm`.
+  GradSync(Communicator& comm, MoeModel& model, int64_t bucket_elements,
+           Communicator* expert_replicas = nullptr);
   ~GradSync();
   // Arms the hook: the next backward() launches buckets as their parameters finish.
   void begin_last_backward();
@@ -30,6 +33,7 @@ class GradSync {
  private:
   struct Bucket {
     Tensor grad;        // a view into one group's flat gradient
+    Communicator* comm = nullptr;  // the ranks it is summed over
     int64_t part = 0;   // launch once backward reports this part (or a lower one) done
     std::unique_ptr<CommRequest> request;
   };

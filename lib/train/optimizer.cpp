@@ -9,9 +9,12 @@
 namespace moe {
 
 AdamW::AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg,
-             const std::vector<ParamGroup>& groups, Communicator* zero)
-    : backend_(backend), cfg_(cfg), zero_(zero) {
+             const std::vector<ParamGroup>& groups, Communicator* zero, Communicator* experts)
+    : backend_(backend), cfg_(cfg), zero_(zero), experts_(experts) {
   if (zero_ != nullptr && zero_->size() <= 1) zero_ = nullptr;  // one rank: nothing to split
+  if (experts_ != nullptr && experts_->size() <= 1) experts_ = nullptr;
+  MOE_CHECK(zero_ == nullptr || experts_ == nullptr, "AdamW: ZeRO-1 together with expert "
+            "parallelism is not implemented");
   int64_t max_shard = 0;
   for (const ParamGroup& g : groups) {
     if (zero_ == nullptr) {
@@ -82,11 +85,29 @@ double AdamW::grad_norm() {
     backend_.download(&rest, norm_sq_, sizeof(float));
     return std::sqrt(sq[0] + static_cast<double>(rest));
   }
-  for (auto& g : groups_) backend_.global_norm_sq(norm_sq_, g.group.grad);
+  for (auto& g : groups_) {
+    if (experts_ == nullptr || !g.group.experts) backend_.global_norm_sq(norm_sq_, g.group.grad);
+  }
   for (State* s : ungrouped_) backend_.global_norm_sq(norm_sq_, s->param->grad);
   float sq = 0;
   backend_.download(&sq, norm_sq_, sizeof(float));
-  return std::sqrt(static_cast<double>(sq));
+  if (experts_ == nullptr) return std::sqrt(static_cast<double>(sq));
+  // Expert parallelism: each rank holds the (reduced) gradients of its shard of the experts.
+  backend_.fill(norm_sq_, 0.0);
+  for (auto& g : groups_) {
+    if (g.group.experts) backend_.global_norm_sq(norm_sq_, g.group.grad);
+  }
+  float shard = 0;
+  backend_.download(&shard, norm_sq_, sizeof(float));
+  std::vector<double> shards = {static_cast<double>(shard)};
+  experts_->all_reduce_sum_host(shards);
+  return std::sqrt(static_cast<double>(sq) + shards[0]);
+}
+
+std::pair<Tensor, Tensor> AdamW::group_moments(size_t index) const {
+  MOE_CHECK(index < groups_.size() && zero_ == nullptr, "AdamW::group_moments: group {} of {}{}",
+            index, groups_.size(), zero_ != nullptr ? " (ZeRO-1 holds shards only)" : "");
+  return {groups_[index].m, groups_[index].v};
 }
 
 void AdamW::reduce_scatter_grads() {

@@ -4,6 +4,7 @@
 // "exp_avg.<param name>" and "exp_avg_sq.<param name>" (PyTorch's names).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -33,8 +34,13 @@ class AdamW final : public OptimizerStateIO {
   // global norm of the summed gradient. save() writes the full moments (gather_state() first,
   // on every rank) and load() keeps this rank's shard, so checkpoints do not depend on the
   // number of ranks.
+  //
+  // Expert parallelism (`experts` = the expert-parallel group, with groups): a group marked
+  // ParamGroup::experts holds this rank's shard of the routed experts, so grad_norm() adds the
+  // squared norms of every rank's shard (a host reduction over `experts`). Not with ZeRO-1.
   AdamW(Backend& backend, std::vector<Param>& params, const TrainConfig& cfg,
-        const std::vector<ParamGroup>& groups = {}, Communicator* zero = nullptr);
+        const std::vector<ParamGroup>& groups = {}, Communicator* zero = nullptr,
+        Communicator* experts = nullptr);
 
   bool sharded() const { return zero_ != nullptr; }
   // ZeRO-1: reduce-scatters the gradients into this rank's shard (call once per step, on every
@@ -52,6 +58,10 @@ class AdamW final : public OptimizerStateIO {
   static float clip_scale(double grad_norm, double grad_clip);
   // One update with 1-based step number `step` (bias correction) and learning rate lr.
   void step(int64_t step, double lr, float grad_scale);
+
+  // The moments m and v of flat group `index` (plain AdamW; expert-parallel checkpoints gather
+  // the expert groups' moments from the other shards).
+  std::pair<Tensor, Tensor> group_moments(size_t index) const;
 
   void save(SafeTensorsWriter& out) override;
   // Restores m and v; a moment missing or of the wrong shape is an error naming it and `origin`.
@@ -80,6 +90,7 @@ class AdamW final : public OptimizerStateIO {
   std::vector<State*> ungrouped_;      // trainable parameters in no group
   Tensor norm_sq_;  // [1] f32 scratch for global_norm_sq
   Communicator* zero_ = nullptr;
+  Communicator* experts_ = nullptr;  // expert parallelism: the expert-parallel group
   Tensor padded_;   // ZeRO-1: [world * max S] scratch for reduce-scatter input / all-gather output
   Tensor staged_;   // ZeRO-1: [max S] this rank's parameter shard, padded
 };

@@ -217,9 +217,59 @@ std::string dry_run_report(const Config& cfg, double peak, const DryRunLayout& l
   // messages): an all-reduce of B bytes sends and receives 2 (N-1)/N B per rank; ZeRO-1's
   // reduce-scatter of the f32 gradients plus all-gather of the f32 parameters as much. The
   // reductions of losses, statistics and bias loads are a few KB and left out.
+  const int64_t ep = t.expert_parallel;
+  const bool ep_ok = ep > 1 && world % ep == 0 && m.n_experts % ep == 0;
+  if (ep > 1 && !ep_ok) {
+    r += fmt::format("expert parallel {}: not possible on {} rank{} with {} routed experts (it "
+                     "must divide both)\n", ep, world, world > 1 ? "s" : "", m.n_experts);
+  }
+  if (ep_ok) {
+    // Every rank holds 1/ep of the routed experts (weights, grads, AdamW: 16 bytes each; 18 on
+    // bf16 runs); the rest is replicated.
+    const double expert_state = static_cast<double>(pc.routed_experts) * (16 + (bf16 ? 2 : 0));
+    r += fmt::format("memory per rank with expert parallel {} (train.expert_parallel): {} "
+                     "routed-expert state instead of {}, total about {}\n", ep,
+                     human_bytes(expert_state / ep), human_bytes(expert_state),
+                     human_bytes(state_bytes - expert_state * (1.0 - 1.0 / ep) +
+                                 act.total_bytes));
+    // The all-to-alls of one step and rank: per MoE layer and micro-batch, the R = batch x seq x
+    // top_k dispatched rows send x (d) forward and receive y (d) and z (f, for sp and the
+    // statistics) back; backward sends dy (d), with sp on the sp gradient of z (f), and receives
+    // dx (d). With balanced routing a fraction (ep - 1) / ep of the rows leave the rank.
+    const int64_t moe_layers = m.n_layers - m.dense_layers;
+    const double rows = static_cast<double>(t.batch_size * t.seq_len * m.top_k * t.grad_accum *
+                                            moe_layers);
+    const double act_bytes = bf16 ? 2 : 4;
+    const double fwd = rows * (2.0 * m.d_model + m.expert_ffn_dim) * act_bytes;
+    const bool sp = std::find(cfg.loss.losses.begin(), cfg.loss.losses.end(), "sp") !=
+                    cfg.loss.losses.end();
+    const double bwd = rows * (2.0 * m.d_model + (sp ? m.expert_ffn_dim : 0)) * act_bytes;
+    const double leave = static_cast<double>(ep - 1) / ep;
+    r += fmt::format("all-to-all per step and rank (expert parallel {}): {} rows x {} MoE layers "
+                     "x {} micro-batches; forward {} (x out; y, z back), backward {} (dy{} out; "
+                     "dx back); {} sent + {} received per rank with balanced routing ({:.0f}% "
+                     "of the rows leave the rank), 6 all-to-alls per layer and micro-batch{}\n",
+                     ep, t.batch_size * t.seq_len * m.top_k, moe_layers, t.grad_accum,
+                     human_bytes(fwd), human_bytes(bwd), sp ? ", sp grad of z" : "",
+                     human_bytes((fwd + bwd) * leave), human_bytes((fwd + bwd) * leave),
+                     100 * leave, sp ? " (7 with sp)" : "");
+    for (double gbs : layout.link_gb_per_s) {
+      r += fmt::format("  at {:g} GB/s per link: {:.3g} s per step for the all-to-alls\n", gbs,
+                       (fwd + bwd) * leave / (gbs * 1e9));
+    }
+  }
   if (world > 1) {
-    const double grad_bytes = static_cast<double>(pc.total) * 4;
-    const double per_rank = 2.0 * (world - 1) / world * grad_bytes;
+    double grad_bytes = static_cast<double>(pc.total) * 4;
+    double per_rank = 2.0 * (world - 1) / world * grad_bytes;
+    if (ep_ok) {
+      // The routed experts' gradients (1/ep of them on a rank) are summed only over the
+      // world / ep ranks that hold the same shard.
+      const double experts = static_cast<double>(pc.routed_experts) * 4 / ep;
+      const double replicas = static_cast<double>(world / ep);
+      grad_bytes = static_cast<double>(pc.total - pc.routed_experts) * 4 + experts;
+      per_rank = 2.0 * (world - 1) / world * (grad_bytes - experts) +
+                 2.0 * (replicas - 1) / replicas * experts;
+    }
     const double bucket = t.grad_bucket_mb * (1 << 20);
     r += fmt::format("communication per step and rank ({} ranks): {}: {} of f32 gradients, "
                      "{} sent + {} received per rank{}\n", world,

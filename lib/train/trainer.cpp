@@ -16,6 +16,7 @@
 #include "routing/routing_stats.h"
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
+#include "train/expert_checkpoint.h"
 #include "train/run_setup.h"
 #include "train/schedule.h"
 #include "train/watchdog.h"
@@ -74,17 +75,37 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
   rank_ = comm_->rank();
   world_ = comm_->size();
   check_ranks_agree();
+  const int64_t ep = cfg_.train.expert_parallel;
+  if (ep > 1) {
+    MOE_USAGE_CHECK(world_ % ep == 0, "train.expert_parallel: expected a divisor of the number "
+                    "of ranks ({}), found {} (resuming on fewer ranks: --set "
+                    "train.expert_parallel=...)", world_, ep);
+    MOE_USAGE_CHECK(cfg_.model.dense_layers < cfg_.model.n_layers &&
+                    cfg_.model.n_experts % ep == 0, "train.expert_parallel: expected a divisor "
+                    "of model.n_experts ({}) on a model with MoE layers, found {}",
+                    cfg_.model.n_experts, ep);
+    MOE_USAGE_CHECK(cfg_.train.zero == 0, "train.zero = 1 together with train.expert_parallel "
+                    "= {} is not implemented; use one or the other", ep);
+    // Expert groups of consecutive ranks; the ranks at the same position in every group hold
+    // the same experts and reduce their gradients together.
+    const int p = static_cast<int>(ep);
+    expert_comm_ = comm_->split(rank_ / p, rank_);
+    expert_replicas_ = comm_->split(rank_ % p, rank_);
+  }
   const DType compute = cfg_.train.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   model_ = std::make_unique<MoeModel>(cfg_.model, cfg_.loss, backend_, cfg_.train.batch_size,
-                                      cfg_.train.seq_len, compute, cfg_.train.recompute);
+                                      cfg_.train.seq_len, compute, cfg_.train.recompute,
+                                      expert_comm_.get());
   // ZeRO-1 replaces the gradient all-reduce by the optimizer's reduce-scatter + all-gather.
   const bool zero = cfg_.train.zero == 1 && world_ > 1;
   optimizer_ = std::make_unique<AdamW>(backend_, model_->params(), cfg_.train,
-                                       model_->param_groups(), zero ? comm_ : nullptr);
+                                       model_->param_groups(), zero ? comm_ : nullptr,
+                                       expert_comm_.get());
   flops_per_token_ = flops_per_token(cfg_.model, cfg_.model.vocab_size, cfg_.train.seq_len);
   const auto bucket = static_cast<int64_t>(cfg_.train.grad_bucket_mb * (1 << 20) / 4);
   if (!zero) {
-    grad_sync_ = std::make_unique<GradSync>(*comm_, *model_, std::max<int64_t>(1, bucket));
+    grad_sync_ = std::make_unique<GradSync>(*comm_, *model_, std::max<int64_t>(1, bucket),
+                                            expert_replicas_.get());
   }
   if (opts_.resume_checkpoint.empty()) {
     model_->init_parameters(static_cast<uint64_t>(cfg_.train.seed));
@@ -111,6 +132,12 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
                  cfg_.train.batch_size, zero ? fmt::format("ZeRO-1, {} optimizer state "
                  "elements on this rank", optimizer_->state_numel())
                  : fmt::format("{} gradient buckets", grad_sync_->n_buckets()));
+    if (expert_comm_) {
+      spdlog::info("expert parallel: {} groups of {} ranks, {} routed experts per rank and MoE "
+                   "layer, each shard held by {} rank(s)", world_ / expert_comm_->size(),
+                   expert_comm_->size(), cfg_.model.n_experts / expert_comm_->size(),
+                   expert_replicas_->size());
+    }
   }
   if (rank_ == 0) open_metrics(!opts_.resume_checkpoint.empty());
 }
@@ -264,8 +291,16 @@ Trainer::ValidResult Trainer::validate() {
   double nll_sum = 0;
   data_.reset_valid();
   // The validation batches are dealt round-robin over the ranks; the sums are reduced after.
+  // With expert parallelism a forward pass is a collective of the expert group: a rank left
+  // without a batch in the last round runs one more forward (on its first batch, not counted)
+  // so that every rank runs as many.
+  int64_t n_batches = 0, mine = 0;
+  Batch first;
   for (int64_t i = 0; i < cfg_.run.eval_batches && data_.next_valid_batch(batch_); ++i) {
+    ++n_batches;
+    if (i == 0) first = batch_;
     if (i % world_ != rank_) continue;
+    ++mine;
     model_->forward(batch_, /*need_grad=*/false);
     const std::vector<float> nll = model_->token_nll();
     for (size_t t = 0; t < nll.size(); ++t) {
@@ -275,6 +310,11 @@ Trainer::ValidResult Trainer::validate() {
       }
     }
     out.bytes += data_.target_bytes(batch_);
+  }
+  if (expert_comm_ && n_batches > 0) {
+    for (int64_t rounds = (n_batches + world_ - 1) / world_; mine < rounds; ++mine) {
+      model_->forward(first, /*need_grad=*/false);
+    }
   }
   if (world_ > 1) {
     std::vector<double> sums = {nll_sum, static_cast<double>(out.tokens),
@@ -332,6 +372,12 @@ void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps
     const double waited = comm_wait_seconds();
     rec["comm_wait_s"] = steps_in_window > 0 ? (waited - logged_comm_wait_) / steps_in_window : 0;
     logged_comm_wait_ = waited;
+    if (expert_comm_) {
+      // Seconds per step rank 0 spent in the experts' all-to-alls (waiting for peers included).
+      const double a2a = model_->expert_comm_seconds();
+      rec["a2a_s"] = steps_in_window > 0 ? (a2a - logged_a2a_) / steps_in_window : 0;
+      logged_a2a_ = a2a;
+    }
   }
   write_metrics(rec);
 }
@@ -353,6 +399,9 @@ std::string Trainer::save() {
   // Rank 0 writes the checkpoint (atomically: complete or absent); the others wait, so no rank
   // runs ahead into a step that a crash during the save would have to repeat.
   optimizer_->gather_state();  // ZeRO-1: the moments of every rank (a collective)
+  // Expert parallelism: the other shards' experts and moments (a collective of each group).
+  CheckpointExtras extras;
+  if (expert_comm_) extras = gather_expert_shards(*model_, *optimizer_, *expert_comm_, rank_ == 0);
   if (rank_ != 0) {
     comm_->barrier();
     return "";
@@ -366,7 +415,7 @@ std::string Trainer::save() {
   std::string dir;
   try {
     dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
-                          data_.tokenizer_model_bytes(), st);
+                          data_.tokenizer_model_bytes(), st, extras);
   } catch (const std::exception& e) {
     const std::string newest = latest_checkpoint(cfg_.run.out_dir);
     MOE_FAIL("cannot save the checkpoint of step {}: {}; the newest complete checkpoint is {} "

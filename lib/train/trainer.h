@@ -87,6 +87,9 @@ class Trainer {
   std::unique_ptr<Communicator> own_comm_;  // the 1-rank communicator when opts.comm is null
   Communicator* comm_ = nullptr;
   int rank_ = 0, world_ = 1;
+  // Expert parallelism (train.expert_parallel > 1): the expert-parallel group of this rank
+  // (consecutive ranks) and the ranks that hold the same expert shard (its data-parallel peers).
+  std::unique_ptr<Communicator> expert_comm_, expert_replicas_;
   std::unique_ptr<MoeModel> model_;
   std::unique_ptr<GradSync> grad_sync_;
   Batch skipped_;  // the other ranks' micro-batches, read past
@@ -100,6 +103,7 @@ class Trainer {
   double train_seconds_ = 0;   // time spent in train_step in this process
   int64_t steps_this_process_ = 0;
   double logged_comm_wait_ = 0;  // comm_wait_seconds() at the last metrics record
+  double logged_a2a_ = 0;        // the model's expert_comm_seconds() at the last record
 };
 
 }  // namespace moe
