@@ -14,6 +14,8 @@ Environment (the defaults are what ctest runs; docs/eval.md records a run over e
   MOE_LM_EVAL_TASKS  comma list of the tasks above (default: all of them).
   MOE_LM_EVAL_MMLU   comma list of mmlu subjects (default: five, with long and short contexts);
                      "all" = the 57 of the harness's default mmlu.
+  MOE_LM_EVAL_FEWSHOT  K > 0: mmlu only, K-shot from its dev split (moeeval --num-fewshot K,
+                     lm_eval --num_fewshot K). Default 0.
 The command is printed (docs/hf.md has it)."""
 import json
 import math
@@ -31,6 +33,9 @@ names = os.environ.get("MOE_LM_EVAL_TASKS", ",".join(tasks.CONVERTERS)).split(",
 mmlu = os.environ.get("MOE_LM_EVAL_MMLU", "abstract_algebra,high_school_european_history,"
                       "professional_law,us_foreign_policy,world_religions")
 mmlu = tasks.MMLU_SUBJECTS if mmlu == "all" else mmlu.split(",")
+FEWSHOT = int(os.environ.get("MOE_LM_EVAL_FEWSHOT", "0"))
+assert FEWSHOT == 0 or names == ["mmlu"], "MOE_LM_EVAL_FEWSHOT needs MOE_LM_EVAL_TASKS=mmlu"
+fewshot = ["--num-fewshot", str(FEWSHOT)] if FEWSHOT else []
 MC2_TOL = 1e-5  # mc2's acc is a probability mass (a float), not a 0/1 prediction
 LL_TOL = 1e-2   # float32 logits summed over up to a few hundred tokens
 
@@ -47,8 +52,8 @@ local = tasks.write_local_tasks(os.path.join(env.src, "data", "zeroshot"), task_
 # moeeval
 moeeval_cmd = [os.path.join(env.build, "apps", "moeeval"), "--checkpoint", ckpt, "--tasks",
                ",".join(t.moeeval_name for t in local), "--task-dir",
-               os.path.join(env.src, "data", "zeroshot"), *limit, "--threads", "1", "--out",
-               env.path("moeeval.json"), "--log-samples", env.path("moeeval_samples")]
+               os.path.join(env.src, "data", "zeroshot"), *limit, *fewshot, "--threads", "1",
+               "--out", env.path("moeeval.json"), "--log-samples", env.path("moeeval_samples")]
 print("$", " ".join(moeeval_cmd), flush=True)
 hc.run(moeeval_cmd)
 with open(env.path("moeeval.json")) as f:
@@ -57,7 +62,8 @@ with open(env.path("moeeval.json")) as f:
 # the harness, on local files
 cmd = [os.path.join(os.path.dirname(sys.executable), "lm_eval"), "--model", "hf", "--model_args",
        f"pretrained={out},dtype=float32", "--tasks", ",".join(t.local_name for t in local),
-       "--include_path", task_dir, *limit, "--device", "cpu", "--batch_size", "16",
+       "--include_path", task_dir, *limit, *(["--num_fewshot", str(FEWSHOT)] if FEWSHOT else []),
+       "--device", "cpu", "--batch_size", "16",
        "--output_path", env.path("lm_eval_out"), "--log_samples"]
 print("$", " ".join(cmd), flush=True)
 r = subprocess.run(cmd, capture_output=True, text=True)
@@ -103,7 +109,7 @@ for t in local:
     theirs_items = harness_samples(t.local_name)
     assert [m["doc_id"] for m in mine] == [x["doc_id"] for x in theirs_items], name
     metrics = [k for k in ("acc", "acc_norm") if k in theirs_items[0]]
-    differ, max_ll, prompt_differ = 0, 0.0, 0
+    differ, max_ll, prompt_differ, max_mass = 0, 0.0, 0, 0.0
     for m, x in zip(mine, theirs_items):
         doc = f"{name} doc {m['doc_id']}"
         reqs = harness_requests(x)
@@ -124,6 +130,7 @@ for t in local:
         same = True
         for k in metrics:
             if name == "truthfulqa_mc2":
+                max_mass = max(max_mass, abs(m[k] - x[k]))
                 same &= abs(m[k] - x[k]) <= MC2_TOL
             else:
                 same &= m[k] == x[k]
@@ -138,6 +145,8 @@ for t in local:
     assert a["sample_len"] == n == len(mine), (name, a["sample_len"], n, len(mine))
     row = {"task": name, "differ": differ, "items": n, "max_ll": max_ll,
            "prompts_differ": prompt_differ}
+    if name == "truthfulqa_mc2":
+        row["max_mass_diff"] = max_mass
     for k in metrics:
         row[k] = (a[f"{k},none"], b[f"{k},none"])
         tol = MC2_TOL if name == "truthfulqa_mc2" else 1e-12
