@@ -93,11 +93,12 @@ def harness_requests(t):
     return [tuple(a) for a in args]
 
 
-def harness_lls(t):
+def harness_resps(t):
+    """[(log-likelihood, is_greedy)] per choice (the harness logs both as strings)."""
     resps = t["filtered_resps"]
     if resps and not isinstance(resps[0], list):  # loglikelihood task: one [ll, greedy]
         resps = [resps]
-    return [float(x[0]) for x in resps]
+    return [(float(x[0]), str(x[1]) == "True") for x in resps]
 
 
 bad, rows = [], []
@@ -109,7 +110,7 @@ for t in local:
     theirs_items = harness_samples(t.local_name)
     assert [m["doc_id"] for m in mine] == [x["doc_id"] for x in theirs_items], name
     metrics = [k for k in ("acc", "acc_norm") if k in theirs_items[0]]
-    differ, max_ll, prompt_differ, max_mass = 0, 0.0, 0, 0.0
+    differ, max_ll, prompt_differ, max_mass, greedy_differ = 0, 0.0, 0, 0.0, 0
     for m, x in zip(mine, theirs_items):
         doc = f"{name} doc {m['doc_id']}"
         reqs = harness_requests(x)
@@ -118,7 +119,9 @@ for t in local:
             if prompt_differ <= 3:
                 print(f"{doc}: requests differ: moeeval {m['prompt']!r} {m['choices']!r}; "
                       f"harness {reqs!r}")
-        lls = harness_lls(x)
+        lls = [ll for ll, _ in harness_resps(x)]
+        if [g for _, g in harness_resps(x)] != [bool(a[1]) for a in m["filtered_resps"]]:
+            greedy_differ += 1
         ours_ll = [a[0] for a in m["filtered_resps"]]
         assert len(ours_ll) == len(lls), doc
         max_ll = max(max_ll, max(abs(a - b) for a, b in zip(ours_ll, lls)))
@@ -144,7 +147,12 @@ for t in local:
     n = n_samples[t.local_name]["effective"]
     assert a["sample_len"] == n == len(mine), (name, a["sample_len"], n, len(mine))
     row = {"task": name, "differ": differ, "items": n, "max_ll": max_ll,
-           "prompts_differ": prompt_differ}
+           "prompts_differ": prompt_differ, "greedy_differ": greedy_differ}
+    if "perplexity,none" in b:  # lambada_openai: exp(-mean ll) on both sides
+        row["perplexity"] = (a["perplexity,none"], b["perplexity,none"])
+        if abs(a["perplexity,none"] / b["perplexity,none"] - 1) > 1e-6:
+            bad.append(f"{name} perplexity: moeeval {a['perplexity,none']} vs harness "
+                       f"{b['perplexity,none']}")
     if name == "truthfulqa_mc2":
         row["max_mass_diff"] = max_mass
     for k in metrics:
@@ -158,11 +166,14 @@ for t in local:
         p[1] += sum(m["acc"] for m in mine)
         p[2] += sum(x["acc"] for x in theirs_items)
     rows.append(row)
-    print(f"{name}: {n} items, {differ} differ, {prompt_differ} prompts differ, max |ll diff| "
+    print(f"{name}: {n} items, {differ} differ, {prompt_differ} prompts differ, "
+          f"{greedy_differ} is_greedy differ, max |ll diff| "
           f"{max_ll:.2e}; " + "; ".join(f"{k} moeeval {row[k][0]:.4f} harness {row[k][1]:.4f}"
                                          for k in metrics), flush=True)
     if differ:
         bad.append(f"{name}: {differ} of {n} items differ")
+    if greedy_differ:
+        bad.append(f"{name}: {greedy_differ} of {n} items have different is_greedy flags")
     if prompt_differ:
         bad.append(f"{name}: {prompt_differ} of {n} items have different requests")
     if not max_ll <= LL_TOL or math.isnan(max_ll):
