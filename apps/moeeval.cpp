@@ -199,7 +199,7 @@ void log_samples(const moe::eval::CheckpointReport& r, const std::string& dir) {
                                {"filtered_resps", resps}, {"n_tokens", s.n_tokens},
                                {"n_chars", s.n_chars}, {"acc", s.acc}};
         if (s.pred >= 0) line["pred"] = s.pred;
-        if (t.output == moe::eval::TaskOutput::kMultipleChoice) {
+        if (s.pred_norm >= 0) {  // multiple choice with a prediction (truthfulqa_mc2 has none)
           line["pred_norm"] = s.pred_norm;
           line["acc_norm"] = s.acc_norm;
         }

@@ -188,7 +188,14 @@ TEST(EvalEndToEnd, MmluAndTruthfulQaSuite) {
       lls.push_back(-std::log(s.find("perplexity")->value));  // exp(-mean ll) over one document
     }
     expected += mc2_score(lls, tqa.docs[d].labels) / 2;
+    // --log-samples: each document's acc is its own mass (as in the harness's samples file),
+    // and there is no prediction.
+    ASSERT_EQ(mc2.samples.size(), 2u);
+    EXPECT_NEAR(mc2.samples[d].acc, mc2_score(lls, tqa.docs[d].labels), 1e-5);
+    EXPECT_EQ(mc2.samples[d].pred, -1);
+    EXPECT_EQ(mc2.samples[d].pred_norm, -1);
   }
+  EXPECT_NEAR((mc2.samples[0].acc + mc2.samples[1].acc) / 2, mc2.find("acc")->value, 1e-12);
   EXPECT_NEAR(mc2.find("acc")->value, expected, 1e-5);
   EXPECT_GT(mc2.find("acc")->value, 0.0);
   EXPECT_LT(mc2.find("acc")->value, 1.0);

@@ -58,7 +58,10 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
     switch (task.output) {
       case TaskOutput::kMultipleChoice: {
         if (task.metric == TaskMetric::kMc2) {
+          // The harness's process_results_mc2 gives each document acc = its probability mass on
+          // the true answers, and its samples file carries that; there is no prediction.
           acc.push_back(mc2_score(doc_lls, doc.labels));
+          rec.acc = acc.back();
           break;
         }
         const ChoiceScores s = score_choices(doc_lls, doc.choice_chars, doc.gold);
