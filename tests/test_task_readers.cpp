@@ -107,25 +107,25 @@ TEST(TaskReaders, SplitChoosesAmongTestAndDev) {
   EXPECT_EQ(test_split.split, "test");
   EXPECT_EQ(test_split.docs.size(), 2u);
   for (const char* dev : {"dev", "validation", "val"}) {
-    const Task t = load_task("arc_challenge", dir, dev);
+    const Task t = load_task("arc_challenge", dir, 0, dev);
     EXPECT_EQ(t.split, "dev");
     EXPECT_EQ(t.docs.size(), 1u);
     EXPECT_NE(t.source.find("Dev"), std::string::npos) << t.source;
   }
-  EXPECT_EQ(load_task("arc_challenge", dir, "test").docs.size(), 2u);
-  expect_usage_error([&] { load_task("arc_challenge", dir, "train"); },
+  EXPECT_EQ(load_task("arc_challenge", dir, 0, "test").docs.size(), 2u);
+  expect_usage_error([&] { load_task("arc_challenge", dir, 0, "train"); },
                      {"arc_challenge", "--split train", "test, validation"});
   // the shipped folders: arc_easy has Dev only, openbookqa both test and dev
   const std::string zs = zeroshot_dir();
   if (zs.empty()) return;
-  expect_usage_error([&] { load_task("arc_easy", zs, "test"); }, {"ARC-Easy-Test.jsonl"});
-  EXPECT_EQ(load_task("arc_easy", zs, "dev").docs.size(), 570u);
-  const Task obqa_dev = load_task("openbookqa", zs, "dev");
+  expect_usage_error([&] { load_task("arc_easy", zs, 0, "test"); }, {"ARC-Easy-Test.jsonl"});
+  EXPECT_EQ(load_task("arc_easy", zs, 0, "dev").docs.size(), 570u);
+  const Task obqa_dev = load_task("openbookqa", zs, 0, "dev");
   EXPECT_EQ(obqa_dev.split, "validation");
   EXPECT_EQ(obqa_dev.docs.size(), 500u);
   EXPECT_NE(obqa_dev.source.find("dev.jsonl"), std::string::npos);
   EXPECT_EQ(load_task("openbookqa", zs).split, "test");
-  expect_usage_error([&] { load_task("piqa", zs, "test"); }, {"piqa", "validation"});
+  expect_usage_error([&] { load_task("piqa", zs, 0, "test"); }, {"piqa", "validation"});
 }
 
 TEST(TaskReadersReal, OpenbookqaBoolqLambadaCopa) {
