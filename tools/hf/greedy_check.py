@@ -50,17 +50,21 @@ def main():
     eos = model.config.eos_token_id
     max_pos = model.config.max_position_embeddings
     total = 0
+    distinct = set()
     for i, o in enumerate(ours):
         ids = tok(o["prompt"], add_special_tokens=True)["input_ids"]
         if ids != o["prompt_ids"]:
             sys.exit(f"greedy_check: prompt {i} ({o['prompt']!r}): tokenizers differ:\n"
                      f"  moeinfer     {o['prompt_ids']}\n  transformers {ids}")
-        n = min(a.max_new_tokens, max_pos - len(ids))
+        # moeinfer stops once the cache holds max_seq_len tokens: the last generated token is
+        # never fed back, so a full sequence is max_seq_len + 1 tokens long
+        n = min(a.max_new_tokens, max_pos - len(ids) + 1)
         with torch.no_grad():
             out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
                                  dtype=torch.long), do_sample=False, num_beams=1,
-                                 max_new_tokens=n, eos_token_id=eos, pad_token_id=eos)
-        theirs = out[0, len(ids):].tolist()
+                                 max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
+                                 output_scores=True, return_dict_in_generate=True)
+        theirs = out.sequences[0, len(ids):].tolist()
         stopped = bool(theirs) and theirs[-1] == eos
         if stopped:
             theirs = theirs[:-1]
@@ -68,13 +72,19 @@ def main():
         if mine != theirs or (o["finish_reason"] == "stop") != stopped:
             at = next((k for k, (x, y) in enumerate(zip(mine, theirs)) if x != y),
                       min(len(mine), len(theirs)))
+            gap = ""
+            if at < len(out.scores):  # a near-tie of the top two logits tells rounding from a bug
+                top2 = torch.topk(out.scores[at][0].float(), 2).values
+                gap = f" (transformers' top-2 logit gap there: {float(top2[0] - top2[1]):.3g})"
             sys.exit(f"greedy_check: prompt {i} ({o['prompt']!r}): continuations differ at "
-                     f"generated token {at}:\n  moeinfer     {mine} ({o['finish_reason']})\n"
+                     f"generated token {at}{gap}:\n  moeinfer     {mine} ({o['finish_reason']})\n"
                      f"  transformers {theirs} ({'stop' if stopped else 'length'})")
         total += len(mine)
+        distinct.update(mine)
         print(f"greedy_check: prompt {i}: {len(ids)} prompt tokens, {len(mine)} generated tokens "
               f"({o['finish_reason']}) identical: {o['completion']!r}")
-    print(f"greedy_check: {len(ours)} prompts, {total} generated tokens, all identical")
+    print(f"greedy_check: {len(ours)} prompts, {total} generated tokens ({len(distinct)} distinct "
+          "ids), all identical")
 
 
 if __name__ == "__main__":
