@@ -3,7 +3,8 @@
 #   - transformers' generate() on the Hugging Face export (tools/hf/bench_generate.py);
 #   - llama.cpp on a GGUF conversion of that export (tools/hf/convert_gguf.py, f32): llama-bench
 #     (prompt processing pp P, and text generation tg N at depth P, one sequence) and
-#     llama-batched-bench (P-token prompts then N decode passes for B parallel sequences),
+#     llama-batched-bench (P-token prompts then N decode passes for B parallel sequences), f32
+#     weights and KV cache as moeinfer,
 #     when tools/setup_llamacpp.sh has built them (opt-in; the column is left out otherwise).
 # The tools take turns, one repetition each, R times (every tool warms up before its timed pass),
 # so that the load of a shared machine falls on all of them alike; each figure is the median of
@@ -75,11 +76,11 @@ for rep in $(seq 1 "$REPS"); do
     --threads "$THREADS" --seed "$rep" -o json > "$OUT/transformers.$rep.json" 2> "$OUT/transformers.$rep.err"
   if [ "$LLAMA" = 1 ]; then
     echo "rep $rep llama.cpp $(load)" >> "$OUT/load.txt"
-    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -r 1 -p "$P" -n 0 -o jsonl \
+    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -ctk f32 -ctv f32 -r 1 -p "$P" -n 0 -o jsonl \
       > "$OUT/llama-bench-pp.$rep.jsonl" 2> "$OUT/llama-bench.$rep.err"
-    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -r 1 -p 0 -n "$N" -d "$P" -o jsonl \
+    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -ctk f32 -ctv f32 -r 1 -p 0 -n "$N" -d "$P" -o jsonl \
       > "$OUT/llama-bench-tg.$rep.jsonl" 2>> "$OUT/llama-bench.$rep.err"
-    "$LLAMA_BIN/llama-batched-bench" -m "$GGUF" -t "$THREADS" -tb "$THREADS" -c "$KV" \
+    "$LLAMA_BIN/llama-batched-bench" -m "$GGUF" -t "$THREADS" -tb "$THREADS" -ctk f32 -ctv f32 -c "$KV" \
       -npp "$P" -ntg "$N" -npl "$B" --output-format jsonl \
       > "$OUT/batched-bench.$rep.jsonl" 2> "$OUT/batched-bench.$rep.err"
   fi
@@ -90,10 +91,12 @@ printf 'The meaning of life is\nA fool and his money are soon parted.\n' > "$OUT
 GREEDY=$("$PY" "$ROOT/tools/hf/greedy_check.py" "$CK" "$HF" "$OUT/prompts.txt" --moeinfer "$INFER" \
          --max-new-tokens 24 2> "$OUT/greedy.err" | tail -n 1) || GREEDY="greedy_check FAILED: $(tail -n 3 "$OUT/greedy.err")"
 
-/usr/bin/python3 - "$OUT" "$REPS" "$LLAMA" "$THREADS" "$CK" "$P" "$N" "$B" "$GREEDY" <<'PY'
+LLAMA_BIN="$LLAMA_BIN" /usr/bin/python3 - "$OUT" "$REPS" "$LLAMA" "$THREADS" "$CK" "$P" "$N" "$B" "$GREEDY" <<'PY'
 import glob, json, os, statistics, sys
 out, reps, llama, threads, ck, P, N, B, greedy = sys.argv[1:]
 reps, llama = int(reps), llama == "1"
+stamp = os.path.join(os.path.dirname(os.environ["LLAMA_BIN"]), "..", ".moe-llamacpp")
+llama_version = open(stamp).read().split()[0] if os.path.exists(stamp) else "?"
 med = statistics.median
 
 def jl(path):
@@ -117,7 +120,6 @@ for r in range(1, reps + 1):
             pp.setdefault(x["n_prompt"], []).append(x["avg_ts"])
         for x in jl(f"{out}/llama-bench-tg.{r}.jsonl"):
             tg.setdefault((x["n_gen"], x["n_depth"]), []).append(x["avg_ts"])
-            build = f"llama.cpp {x.get('build_commit', '?')} (build {x.get('build_number', '?')})"
 
 def cell(d, k, i):
     v = d.get(k)
@@ -128,7 +130,8 @@ print()
 print(f"`tools/bench_infer_peers.sh {ck} -r {reps} --threads {threads} -p {P} -n {N} -b {B}`; "
       f"transformers {meta['transformers']} on torch {meta['torch']} ({meta['threads']} threads, "
       f"{meta['attn_implementation']} attention, {meta['model_type']})"
-      + (f"; {build}, GGUF f32, llama-batched-bench" if llama else "; llama.cpp not built") + ".")
+      + (f"; llama.cpp of llama-cpp-python {llama_version} (GGUF f32), llama-batched-bench"
+         if llama else "; llama.cpp not built") + ".")
 print()
 cols = ["moeinfer", "transformers"] + (["llama.cpp"] if llama else [])
 print("| p | n | b | " + " | ".join(f"prefill tok/s {c}" for c in cols) + " | "

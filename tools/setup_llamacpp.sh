@@ -7,11 +7,12 @@
 # Why not `pip install llama-cpp-python`: its wheel builds llama.cpp as a subproject with
 # LLAMA_BUILD_TOOLS off, so llama-bench is not built (only libllama for the Python bindings).
 # The sdist ships the whole llama.cpp source (tools/llama-bench, convert_hf_to_gguf.py, gguf-py),
-# so we build the llama-bench target from it, standalone, CPU only.
+# so we build the llama-bench and llama-batched-bench targets from it, standalone, CPU only.
 #
 # Needs tools/hf/venv (tools/setup_hf.sh: pip, torch, numpy, transformers for the converter).
 # Usage: tools/setup_llamacpp.sh   (idempotent: kept when the same sdist was built)
-# Result: tools/llamacpp/src (the sdist's vendor/llama.cpp), tools/llamacpp/build/bin/llama-bench.
+# Result: tools/llamacpp/src (the sdist's vendor/llama.cpp), tools/llamacpp/build/bin/llama-bench
+# (one sequence: pp, tg) and llama-batched-bench (B parallel sequences).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=0.3.36
@@ -19,7 +20,7 @@ SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 DIR=tools/llamacpp                       # ignored by git
 PY=tools/hf/venv/bin/python
 STAMP="$DIR/.moe-llamacpp"
-if [ -x "$DIR/build/bin/llama-bench" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$VERSION $SHA256" ]; then
+if [ -x "$DIR/build/bin/llama-bench" ] && [ -x "$DIR/build/bin/llama-batched-bench" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$VERSION $SHA256" ]; then
   echo "setup_llamacpp: $DIR up to date (llama-cpp-python $VERSION)"
   exit 0
 fi
@@ -47,7 +48,7 @@ cmake -S "$DIR/src" -B "$DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${LAUNC
   -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DGGML_BLAS=OFF \
   -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF > "$DIR/cmake.log"
-nice cmake --build "$DIR/build" --target llama-bench -j"${JOBS:-$(nproc)}"
+nice cmake --build "$DIR/build" --target llama-bench llama-batched-bench -j"${JOBS:-$(nproc)}"
 "$DIR/build/bin/llama-bench" --help > /dev/null
 echo "$VERSION $SHA256" > "$STAMP"
-echo "setup_llamacpp: built $DIR/build/bin/llama-bench (llama.cpp of llama-cpp-python $VERSION)"
+echo "setup_llamacpp: built $DIR/build/bin/llama-bench and llama-batched-bench (llama.cpp of llama-cpp-python $VERSION)"

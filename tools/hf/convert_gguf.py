@@ -4,7 +4,7 @@ copy in the llama-cpp-python sdist that tools/setup_llamacpp.sh unpacks to tools
 
     tools/hf/venv/bin/python tools/hf/convert_gguf.py HF_DIR OUT.gguf [--outtype f32|f16|bf16|q8_0]
 
-Runs the upstream converter unchanged except for two things, both printed when they apply:
+Runs the upstream converter unchanged except for three things, both printed when they apply:
 
 1. torch compatibility: the converter (llama.cpp of llama-cpp-python 0.3.36) names torch dtypes
    that Debian's torch 1.13 lacks (float8_e4m3fn, float8_e5m2, float8_e8m0fnu, uint16/32/64) in
@@ -19,6 +19,11 @@ Runs the upstream converter unchanged except for two things, both printed when t
    tries first and Mixtral uses): tokenizer.ggml.model "llama" with our pieces, scores and
    byte-fallback tokens. The weights and hyper-parameters are converted by upstream's
    Qwen2MoeModel as they are. (Mixtral exports need no change: LlamaModel reads tokenizer.model.)
+3. tied head under qwen2_moe: llama.cpp's qwen2moe loader requires a separate output.weight (it
+   has no tied-embedding fallback, unlike its qwen2), so a tied export converts but does not load:
+   "llama_model_load: error loading model: check_tensor_dims: tensor 'output.weight' not found".
+   For a qwen2_moe export with tie_word_embeddings, the embedding is written a second time as
+   lm_head.weight -> output.weight: the same matrix, so the same logits (V x d more floats).
 """
 import logging
 import os
@@ -58,6 +63,17 @@ def main():
             self._set_vocab_sentencepiece()
 
     Qwen2MoeModel.set_vocab = set_vocab
+    upstream_modify = Qwen2MoeModel.modify_tensors
+
+    def modify_tensors(self, data_torch, name, bid):
+        yield from upstream_modify(self, data_torch, name, bid)
+        if name == "model.embed_tokens.weight" and self.hparams.get("tie_word_embeddings"):
+            logging.getLogger("convert_gguf").warning(
+                "tied embeddings: writing model.embed_tokens.weight also as output.weight "
+                "(llama.cpp's qwen2moe has no tied-head fallback)")
+            yield from upstream_modify(self, data_torch, "lm_head.weight", bid)
+
+    Qwen2MoeModel.modify_tensors = modify_tensors
     upstream.main()  # reads sys.argv: HF_DIR --outfile OUT --outtype T
 
 
