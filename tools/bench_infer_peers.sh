@@ -4,7 +4,7 @@
 #   - llama.cpp on a GGUF conversion of that export (tools/hf/convert_gguf.py, f32): llama-bench
 #     (prompt processing pp P, and text generation tg N at depth P, one sequence) and
 #     llama-batched-bench (P-token prompts then N decode passes for B parallel sequences), f32
-#     weights and KV cache as moeinfer,
+#     weights as moeinfer, llama.cpp's default f16 KV cache (llama-bench accepts no f32 cache),
 #     when tools/setup_llamacpp.sh has built them (opt-in; the column is left out otherwise).
 # The tools take turns, one repetition each, R times (every tool warms up before its timed pass),
 # so that the load of a shared machine falls on all of them alike; each figure is the median of
@@ -76,11 +76,11 @@ for rep in $(seq 1 "$REPS"); do
     --threads "$THREADS" --seed "$rep" -o json > "$OUT/transformers.$rep.json" 2> "$OUT/transformers.$rep.err"
   if [ "$LLAMA" = 1 ]; then
     echo "rep $rep llama.cpp $(load)" >> "$OUT/load.txt"
-    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -ctk f32 -ctv f32 -r 1 -p "$P" -n 0 -o jsonl \
+    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -r 1 -p "$P" -n 0 -o jsonl \
       > "$OUT/llama-bench-pp.$rep.jsonl" 2> "$OUT/llama-bench.$rep.err"
-    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -ctk f32 -ctv f32 -r 1 -p 0 -n "$N" -d "$P" -o jsonl \
+    "$LLAMA_BIN/llama-bench" -m "$GGUF" -t "$THREADS" -r 1 -p 0 -n "$N" -d "$P" -o jsonl \
       > "$OUT/llama-bench-tg.$rep.jsonl" 2>> "$OUT/llama-bench.$rep.err"
-    "$LLAMA_BIN/llama-batched-bench" -m "$GGUF" -t "$THREADS" -tb "$THREADS" -ctk f32 -ctv f32 -c "$KV" \
+    "$LLAMA_BIN/llama-batched-bench" -m "$GGUF" -t "$THREADS" -tb "$THREADS" -c "$KV" \
       -npp "$P" -ntg "$N" -npl "$B" --output-format jsonl \
       > "$OUT/batched-bench.$rep.jsonl" 2> "$OUT/batched-bench.$rep.err"
   fi
@@ -123,9 +123,13 @@ for r in range(1, reps + 1):
 
 def cell(d, k, i):
     v = d.get(k)
-    return f"{med([x[i] for x in v]):.0f}" if v else "-"
+    if not v:
+        return "-"
+    xs = [x[i] for x in v]
+    return f"{med(xs):.0f}" + (f" [{min(xs):.0f}-{max(xs):.0f}]" if len(xs) > 1 else "")
 
-print(f"### moeinfer against transformers and llama.cpp (`--threads {threads}`, median of {reps})")
+print(f"### moeinfer against transformers and llama.cpp (`--threads {threads}`, median of {reps} "
+      "[min-max])")
 print()
 print(f"`tools/bench_infer_peers.sh {ck} -r {reps} --threads {threads} -p {P} -n {N} -b {B}`; "
       f"transformers {meta['transformers']} on torch {meta['torch']} ({meta['threads']} threads, "
@@ -144,8 +148,9 @@ for k in sorted(moe, key=lambda k: (k[2], k[0], k[1])):
 if llama:
     print()
     print("llama-bench (one sequence): " + ", ".join(
-        [f"pp{p} {med(v):.0f} tok/s" for p, v in sorted(pp.items())]
-        + [f"tg{n} @ d{d} {med(v):.0f} tok/s" for (n, d), v in sorted(tg.items())]))
+        [f"pp{p} {med(v):.0f} [{min(v):.0f}-{max(v):.0f}] tok/s" for p, v in sorted(pp.items())]
+        + [f"tg{n} @ d{d} {med(v):.0f} [{min(v):.0f}-{max(v):.0f}] tok/s"
+           for (n, d), v in sorted(tg.items())]))
 print()
 print("Load average (1/5/15 min) at each turn: " + "; ".join(
     l.strip() for l in open(f"{out}/load.txt")))
