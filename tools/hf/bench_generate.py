@@ -12,7 +12,8 @@ StoppingCriteria callback takes the time after every pass: TTFT = time to the fi
 token (prefill, its logits, the first argmax), prefill tok/s = b*p / TTFT, decode tok/s =
 b*n / (time of the n later passes). These include generate()'s own per-step work (input
 preparation, logits processors, the cache update): what a user of generate() pays. Repetition 0
-is an untimed warm-up (a prefill and two decode passes of the same shape); the figure is the median over the timed repetitions.
+is an untimed warm-up (a prefill and two decode passes of the same shape); the figure is the
+median over the timed repetitions.
 """
 import argparse
 import json
@@ -91,7 +92,8 @@ def main():
                              "prefill_tok_s": statistics.median(pre),
                              "ttft_ms": statistics.median(ttft),
                              "decode_tok_s": statistics.median(dec),
-                             "prefill_tok_s_all": pre, "ttft_ms_all": ttft, "decode_tok_s_all": dec})
+                             "prefill_tok_s_all": pre, "ttft_ms_all": ttft,
+                             "decode_tok_s_all": dec})
     meta = {"peer": "transformers generate()", "transformers": transformers.__version__,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "attn_implementation": getattr(cfg, "_attn_implementation", "?"),
