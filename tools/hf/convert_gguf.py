@@ -24,6 +24,10 @@ Runs the upstream converter unchanged except for three things, both printed when
    "llama_model_load: error loading model: check_tensor_dims: tensor 'output.weight' not found".
    For a qwen2_moe export with tie_word_embeddings, the embedding is written a second time as
    lm_head.weight -> output.weight: the same matrix, so the same logits (V x d more floats).
+
+Known limits: a model with dense first layers (qwen2_moe mlp_only_layers) does not convert
+(upstream: "Can not map tensor 'model.layers.0.mlp.down_proj.weight'"); on the quickstart model
+llama.cpp's greedy text is wrong although every tensor matches (docs/benchmarks.md).
 """
 import logging
 import os
