@@ -7,6 +7,7 @@
 #   tools/bench_infer.sh CHECKPOINT CALIB_TEXT HELDOUT_TEXT [--out DIR] [--threads N] [-r N]
 #
 # Prints markdown on stdout; the traces and raw outputs stay in DIR (default: a temp dir).
+# The peers (transformers' generate(), llama.cpp) on the same model: tools/bench_infer_peers.sh.
 set -euo pipefail
 die() { echo "bench_infer.sh: error: $*" >&2; exit 2; }
 HERE="$(cd "$(dirname "$0")" && pwd)"

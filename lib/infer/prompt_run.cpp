@@ -81,6 +81,8 @@ void run_prompts(MoeModel& model, const data::Tokenizer& tok, const std::vector<
                                 {"completion", tok.decode(results[i].tokens)},
                                 {"prompt_tokens", batch[i].size()},
                                 {"completion_tokens", results[i].tokens.size()},
+                                {"prompt_ids", batch[i]},
+                                {"completion_ids", results[i].tokens},
                                 {"finish_reason", results[i].finish_reason}};
       std::fprintf(out, "%s\n", j.dump().c_str());
     }

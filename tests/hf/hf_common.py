@@ -49,7 +49,7 @@ TINY_MODELS = {
 }
 
 
-def train_tiny(env, name, steps=6, cache=None, losses="lb,z,sp,cp", model_extra=None):
+def train_tiny(env, name, steps=6, cache=None, losses="lb,z,sp,cp", model_extra=None, lr=1e-2):
     """Trains a tiny model on three fortunes files; returns its newest checkpoint directory."""
     model = {"d_model": 32, "n_layers": 2, "n_heads": 2, "n_kv_heads": 1, "n_experts": 4,
              "top_k": 2, "expert_ffn_dim": 32, "ffn_dim": 64, "max_seq_len": 32}
@@ -63,7 +63,7 @@ def train_tiny(env, name, steps=6, cache=None, losses="lb,z,sp,cp", model_extra=
                  "valid": [f"{FORTUNES}/wisdom"], "tokenizer_vocab_size": 512,
                  "tokenizer_train_bytes": 300000, "cache_dir": cache or env.path("cache")},
         "train": {"device": "cpu", "threads": 1, "batch_size": 4, "seq_len": 32,
-                  "max_steps": steps, "lr": 1e-2, "warmup_steps": 2},
+                  "max_steps": steps, "lr": lr, "warmup_steps": 2},
         "run": {"out_dir": out, "log_every": 1, "eval_every": 100, "eval_batches": 2,
                 "save_every": steps, "keep_last": 1},
     }
