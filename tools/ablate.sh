@@ -11,6 +11,7 @@
 #   tools/ablate.sh CONFIG [--set KEY=VALUE ...] [--seeds 1,2,3] [--archs vanilla,deepseek]
 #                   [--cells lb,lb+sp,lb+cp,lb+sp+cp] [--steps N] [--out DIR]
 #                   [--tasks LIST --task-dir DIR] [--limit N] [--eval-text FILE ...]
+#                   [--ood-text FILE ...]
 #                   [--routing-max-tokens N] [--threads N] [--build DIR] [--ep-devices P]
 #                   [--infer-tokens N]
 #
@@ -24,11 +25,13 @@
 # Same data order: every cell of a seed uses train.seed = that seed, and every run after the
 # first reuses the first run's tokenizer (data.tokenizer), so all runs see identical token shards.
 # Evaluation text: --eval-text, else the config's data.valid files (an error when neither exists).
+# Out-of-domain text: --ood-text files are scored for perplexity only (not routing); the table
+# reports them apart from the evaluation texts (ablate_table.py --ood).
 # Architectures: --archs switches model.arch and model.n_shared_experts (deepseek: >= 1, kept
 # from the config when it has some, else 1; vanilla: 0); without --archs the config's arch.
 set -euo pipefail
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "ablate.sh: error: $*" >&2; exit 2; }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -36,7 +39,7 @@ ROOT="$(dirname "$HERE")"
 BUILD="${ROOT}/build"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 CONFIG=""; SETS=(); SEEDS="1"; ARCHS=""; CELLS="lb,lb+sp,lb+cp,lb+sp+cp"; STEPS=""; OUT="runs/ablate"
-TASKS=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); ROUTING_MAX=0; THREADS=0; EP_DEVICES=2
+TASKS=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); OOD_TEXT=(); ROUTING_MAX=0; THREADS=0; EP_DEVICES=2
 INFER_TOKENS=20000
 
 [ $# -ge 1 ] || usage
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --task-dir) TASK_DIR="$2"; shift 2 ;;
     --limit) LIMIT="$2"; shift 2 ;;
     --eval-text) EVAL_TEXT+=("$2"); shift 2 ;;
+    --ood-text) [ -f "$2" ] || die "--ood-text $2 not found"; OOD_TEXT+=("$2"); shift 2 ;;
     --routing-max-tokens) ROUTING_MAX="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --build) BUILD="$2"; shift 2 ;;
@@ -187,11 +191,14 @@ EOF
         continue
       fi
       eval_args=(--checkpoint "$ckpt" --out "$run/eval.json" --threads "$THREADS"
-                 --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" --routing "${texts[@]}")
+                 --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" "${OOD_TEXT[@]}"
+                 --routing "${texts[@]}")
       if [ -n "$TASKS" ]; then eval_args+=(--tasks "$TASKS" --task-dir "$TASK_DIR" --limit "$LIMIT"); fi
       echo "ablate: evaluating $ckpt"
       "$MOEEVAL" "${eval_args[@]}" > "$run/eval.txt"
     done
   done
 done
-"$PYTHON" "$HERE/ablate_table.py" "$OUT" | tee "$OUT/table.md"
+table_args=("$OUT")
+[ ${#OOD_TEXT[@]} -eq 0 ] || table_args+=(--ood "${OOD_TEXT[@]}")
+"$PYTHON" "$HERE/ablate_table.py" "${table_args[@]}" | tee "$OUT/table.md"

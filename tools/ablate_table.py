@@ -22,6 +22,7 @@ beside it (tools/ablate.sh with moeinfer built; "-" without). Exit status 2 when
 or one is malformed.
 """
 import argparse
+import fnmatch
 import glob
 import json
 import math
@@ -37,7 +38,8 @@ PAPER_PPL = {("vanilla", "lb"): 12.50, ("vanilla", "lb+sp"): 12.44, ("vanilla", 
              ("deepseek", "lb"): 12.33, ("deepseek", "lb+sp"): 12.29, ("deepseek", "lb+cp"): 12.22,
              ("deepseek", "lb+sp+cp"): 12.16, ("deepseek", "lb+z"): 12.07,
              ("deepseek", "lb+z+sp+cp"): 11.99}
-COLUMNS = [("val_ppl", "val ppl", 3), ("bpb", "bpb", 4), ("zs_acc", "0-shot acc", 4),
+COLUMNS = [("val_ppl", "val ppl", 3), ("bpb", "bpb", 4), ("ood_ppl", "OOD ppl", 3),
+           ("ood_bpb", "OOD bpb", 4), ("zs_acc", "0-shot acc", 4),
            ("zs_acc_norm", "0-shot acc_norm", 4), ("entropy", "entropy", 4),
            ("overlap", "overlap", 4), ("path_acc", "path acc", 4),
            ("xdev_pa", "x-dev PA", 3), ("xdev_rr", "x-dev RR", 3), ("pf_hits", "pf hits", 3),
@@ -60,7 +62,11 @@ def weighted(entries, key, weight="n_tokens"):
     return num / den if den > 0 else None
 
 
-def run_metrics(path):
+def is_ood(text, patterns):
+    return any(fnmatch.fnmatchcase(text, p) for p in patterns)
+
+
+def run_metrics(path, ood=()):
     try:
         with open(path) as f:
             ev = json.load(f)
@@ -71,10 +77,14 @@ def run_metrics(path):
     for section in ("perplexity", "routing", "moeeval"):
         if section not in ev:
             fail(f"{path}: no '{section}' section (expected a moeeval --out file)")
-    ppl = list(ev["perplexity"].values())
+    ppl = [p for t, p in ev["perplexity"].items() if not is_ood(t, ood)]
+    ood_ppl = [p for t, p in ev["perplexity"].items() if is_ood(t, ood)]
     tokens = sum(p["tokens"] for p in ppl)
     nbytes = sum(p["bytes"] for p in ppl)
     nll = sum(p["nll_sum"] for p in ppl)
+    ood_tokens = sum(p["tokens"] for p in ood_ppl)
+    ood_bytes = sum(p["bytes"] for p in ood_ppl)
+    ood_nll = sum(p["nll_sum"] for p in ood_ppl)
     routing = list(ev["routing"].values())
     zs = ev["moeeval"].get("zero_shot_average", {})
     infer = {}
@@ -92,6 +102,8 @@ def run_metrics(path):
         "lru_hits": infer.get("lru_hit_rate"),
         "val_ppl": math.exp(nll / tokens) if tokens else None,
         "bpb": nll / (math.log(2) * nbytes) if nbytes else None,
+        "ood_ppl": math.exp(ood_nll / ood_tokens) if ood_tokens else None,
+        "ood_bpb": ood_nll / (math.log(2) * ood_bytes) if ood_bytes else None,
         "zs_acc": zs.get("acc"),
         "zs_acc_norm": zs.get("acc_norm_or_acc"),
         "entropy": weighted(routing, "entropy") if routing else None,
@@ -121,6 +133,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("--json", help="also write the aggregated numbers here")
+    ap.add_argument("--ood", nargs="+", default=[], metavar="TEXT",
+                    help="perplexity texts (paths as in eval.json, or fnmatch patterns) that are "
+                         "out-of-domain: reported as OOD ppl/bpb, not in val ppl/bpb")
     args = ap.parse_args()
     files = sorted(glob.glob(os.path.join(args.out_dir, "*", "*", "seed*", "eval.json")))
     if not files:
@@ -131,7 +146,7 @@ def main():
         cell_dir = os.path.dirname(seed_dir)
         arch = os.path.basename(os.path.dirname(cell_dir))
         name = os.path.basename(cell_dir)
-        groups.setdefault((arch, name), []).append(run_metrics(path))
+        groups.setdefault((arch, name), []).append(run_metrics(path, args.ood))
 
     def order(key):
         arch, name = key
