@@ -124,5 +124,32 @@ assert out.returncode == 2 and "no 'routing' section" in out.stderr, out.stderr
 out = subprocess.run([sys.executable, table, os.path.join(work, "empty")], capture_output=True,
                      text=True)
 assert out.returncode == 2 and "no " in out.stderr, out.stderr
+
+# tools/plot.py --coef-sweep on the same runs: lb+sp+cp seeds 1-3 as the point lambda_sp = 2e-2,
+# the sweep's own seeds only (1, 2) at the centre and in the L_lb line.
+try:
+    import matplotlib  # noqa: F401
+except ImportError:
+    print("ablate_table_known: matplotlib missing, --coef-sweep check not run", file=sys.stderr)
+    sys.exit(0)
+os.remove(os.path.join(bad, "eval.json"))
+coef = os.path.join(work, "gridB", "sp_2e-2", "vanilla", "lb+sp+cp")
+os.makedirs(coef)
+for seed in (1, 2):
+    os.symlink(os.path.join(sweep, "vanilla", "lb+sp+cp", f"seed{seed}"),
+               os.path.join(coef, f"seed{seed}"))
+plot = os.path.join(os.path.dirname(table), "plot.py")
+out = subprocess.run([sys.executable, plot, "--coef-sweep", os.path.join(work, "gridB"),
+                      "--coef-center", sweep, "--ood", "data/ood/*", "--out",
+                      os.path.join(work, "plots")], capture_output=True, text=True)
+assert out.returncode == 0, out.stderr
+print(out.stdout)
+assert os.path.getsize(os.path.join(work, "plots", "coef_sweep.png")) > 0
+# lambda_sp = 0.02: seeds 1, 2 of lb+sp+cp: ppl 9, 11.5 -> 10.250 ± 1.768; the centre (2e-3)
+# also holds lb+sp+cp (seeds 1, 2 only); L_lb seeds 1, 2: 10, 12 -> 11.000 ± 1.414.
+for needle in ("| λ_sp | 0.02 | 2 | 10.250 ± 1.768 | 90.000 ± 0.000 |",
+               "| λ_sp | 0.002 | 2 | 10.250 ± 1.768 |", "| λ_cp | 0.001 | 2 | 10.250 ± 1.768 |",
+               "| (L_lb) | - | 2 | 11.000 ± 1.414 | 100.000 ± 0.000 |"):
+    assert needle in out.stdout, (needle, out.stdout)
 EOF
 echo "ablate_table_known: OK"

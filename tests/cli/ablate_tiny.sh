@@ -90,6 +90,11 @@ if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
   /usr/bin/python3 "$SOURCE_DIR/tools/plot.py" --results "$WORK/sweep/vanilla/lb+sp+cp/seed1/eval.json" \
     --metrics "$WORK/sweep/vanilla/lb+sp+cp/seed1/metrics.jsonl" --out "$WORK/plots" > /dev/null
   [ "$(ls "$WORK/plots"/*.png | wc -l)" = 3 ] || fail "plot.py did not write 3 PNGs"
+  /usr/bin/python3 "$SOURCE_DIR/tools/plot.py" --sweep "$WORK/sweep" --out "$WORK/sweep_plots" \
+    > "$WORK/sweep_plots.log" || { cat "$WORK/sweep_plots.log"; fail "plot.py --sweep"; }
+  for png in sweep_valid sweep_entropy sweep_pathways_vanilla sweep_load_vanilla; do
+    [ -s "$WORK/sweep_plots/$png.png" ] || fail "plot.py --sweep did not write $png.png"
+  done
 else
   echo "ablate_tiny: matplotlib missing, plot check not run" >&2
 fi
