@@ -3,7 +3,8 @@
 # evaluation texts and tasks fixed so that every run of a grid is scored the same way.
 #
 #   tools/replication.sh GRID [--out DIR] [--threads N] [--build DIR] [--archs LIST] [--seeds LIST]
-#                             [--values LIST] [--task-limit N]
+#                             [--values LIST] [--task-limit N] [--tokenizer FILE] [--set KEY=VALUE]
+#   tools/replication.sh export [--out DIR] --to RESULTS
 #
 #   grid-a   lb, lb+sp, lb+cp, lb+sp+cp x vanilla (configs/replication_gridA.yaml) and DeepSeekMoE
 #            (configs/replication_gridA_deepseek.yaml) x seeds 1,2,3; DIR/gridA/<arch>/<cell>/seedN
@@ -14,6 +15,9 @@
 #            the points (default: the ends first, then the inner points).
 #   grid-c   lb and lb+sp+cp x configs/gutenberg_small_{vanilla,deepseek}.yaml x --seeds (default 1):
 #            DIR/gridC/<arch>/<cell>/seedN (about 1 h per run on 2 cores)
+#   export   copies the small per-run files of every grid under DIR to RESULTS/<grid>/...:
+#            eval.json (compact, floats to 8 significant digits), infer.json, and metrics.jsonl
+#            cut to the fields the table and plots read (no checkpoints, no traces)
 #
 # Defaults: --out runs/replication, --threads 0 (all cores), --build build, --task-limit 500.
 # Every grid is restartable (tools/ablate.sh's rules): run the same command again after an
@@ -26,13 +30,13 @@
 # (tools/ablate.sh), or data.tokenizer=FILE with --tokenizer FILE.
 set -euo pipefail
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "replication.sh: error: $*" >&2; exit 2; }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 GRID="${1:-}"; [ $# -ge 1 ] && shift
 OUT="runs/replication"; THREADS=0; BUILD="build"; ARCHS="vanilla,deepseek"; SEEDS=""; VALUES=""
-TASK_LIMIT=500; TOKENIZER=""
+TASK_LIMIT=500; TOKENIZER=""; SETS=(); TO=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
@@ -43,6 +47,8 @@ while [ $# -gt 0 ]; do
     --values) VALUES="$2"; shift 2 ;;
     --task-limit) TASK_LIMIT="$2"; shift 2 ;;
     --tokenizer) TOKENIZER="$2"; shift 2 ;;
+    --set) SETS+=(--set "$2"); shift 2 ;;
+    --to) TO="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -57,7 +63,7 @@ EVAL=(--eval-text data/corpora/gutenberg_nltk/austen-persuasion.txt
 for f in data/corpora/state_union/200*.txt; do EVAL+=(--ood-text "$f"); done
 TASKS=(--tasks copa,piqa,arc_easy,hellaswag,lambada_openai,openbookqa,boolq
        --task-dir data/zeroshot --limit "$TASK_LIMIT")
-COMMON=(--threads "$THREADS" --build "$BUILD")
+COMMON=(--threads "$THREADS" --build "$BUILD" "${SETS[@]}")
 [ -z "$TOKENIZER" ] || COMMON+=(--set "data.tokenizer=$TOKENIZER")
 
 config_of() {  # config_of GRID ARCH
@@ -91,5 +97,49 @@ case "$GRID" in
       bash "$HERE/ablate.sh" "$(config_of c "$arch")" --cells lb,lb+sp+cp --seeds "${SEEDS:-1}" \
         --out "$OUT/gridC" "${EVAL[@]}" "${TASKS[@]}" "${COMMON[@]}"
     done ;;
+  export)
+    [ -n "$TO" ] || die "export needs --to RESULTS"
+    /usr/bin/python3 - "$OUT" "$TO" <<'EOF'
+import glob, json, os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+KEEP = ("type", "step", "tokens", "tok_per_s", "loss", "lm", "lb", "z", "sp", "cp", "val_loss",
+        "val_ppl", "val_bpb")
+
+
+def rounded(x):
+    if isinstance(x, float):
+        return float(f"{x:.8g}")
+    if isinstance(x, list):
+        return [rounded(v) for v in x]
+    if isinstance(x, dict):
+        return {k: rounded(v) for k, v in x.items()}
+    return x
+
+
+n = 0
+for ev in sorted(glob.glob(os.path.join(src, "grid*", "**", "seed*", "eval.json"), recursive=True)):
+    run = os.path.dirname(ev)
+    out = os.path.join(dst, os.path.relpath(run, src))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "eval.json"), "w") as f:
+        json.dump(rounded(json.load(open(ev))), f, separators=(",", ":"))
+    if os.path.isfile(os.path.join(run, "infer.json")):
+        shutil.copyfile(os.path.join(run, "infer.json"), os.path.join(out, "infer.json"))
+    if os.path.isfile(os.path.join(run, "metrics.jsonl")):
+        with open(os.path.join(run, "metrics.jsonl")) as f, \
+                open(os.path.join(out, "metrics.jsonl"), "w") as g:
+            for line in f:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                cut = {k: rec[k] for k in KEEP if k in rec}
+                if "routing" in rec:
+                    cut["routing"] = [{k: r[k] for k in ("layer", "entropy", "topk_mass") if k in r}
+                                      for r in rec["routing"]]
+                g.write(json.dumps(rounded(cut), separators=(",", ":")) + "\n")
+    n += 1
+print(f"replication.sh: exported {n} runs from {src} to {dst}")
+EOF
+    ;;
   *) usage ;;
 esac
