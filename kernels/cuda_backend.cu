@@ -140,6 +140,7 @@ CudaBackend::~CudaBackend() {
   if (cudaStreamSynchronize(stream_) != cudaSuccess)
     spdlog::error("cuda:{}: stream failed while shutting down", device_);
   for (void* p : scratch_ptr_) cudaFree(p);
+  gemm_plans_.clear();  // their cuBLASLt descriptors, before the handle goes
   cudaFree(error_flag_);
   cudaFree(gemm_workspace_);
   if (blas_ != nullptr) cublasDestroy(blas_);

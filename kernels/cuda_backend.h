@@ -20,6 +20,8 @@
 // Supported dtypes per op: kernels/README.md and supports().
 #pragma once
 #include <array>
+#include <map>
+#include <memory>
 #include <string>
 
 #include "backend/backend.h"
@@ -39,6 +41,7 @@ class CudaBackend final : public Backend {
   bool supports(OpKind op, DType dtype) const override;
   void set_debug_sync(bool on) { debug_sync_ = on; }
   cudaStream_t stream() const { return stream_; }
+  int device_index() const { return device_; }
 
   Tensor empty(const Shape& shape, DType dtype) override;
   void upload(Tensor& dst, const void* host, size_t bytes) override;
@@ -129,6 +132,13 @@ class CudaBackend final : public Backend {
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a,
             int64_t lda, const void* b, int64_t ldb, void* c, int64_t ldc, DType ab_dtype,
             DType c_dtype, float beta);
+  // cuBLASLt plans (descriptors, layouts and the algorithm the heuristic chose), made on the
+  // first GEMM of each key (transposes, sizes, leading dimensions, dtypes, alignment classes)
+  // and reused for the life of the backend (matmul.cu).
+  struct GemmPlan;
+  using GemmKey = std::array<int64_t, 13>;
+  const GemmPlan& gemm_plan(const GemmKey& key);
+  std::map<GemmKey, std::shared_ptr<GemmPlan>> gemm_plans_;
 
   int device_ = 0;
   bool debug_sync_ = false;

@@ -11,7 +11,9 @@
 //   dx       dx[r, k]    = sum_n dy[r, n] w[e, n, k]   A = dy rows,  B = w[e]
 //   dw       dw[e, n, k] += sum_r dy[r, n] x[r, k]     A = dy^T,     B = x rows
 // bf16 operands use tensor cores through WMMA (16x16x16, fp32 accumulation); f32 operands use an
-// fp32 SIMT tile (exact fp32 products, to match the CPU reference).
+// fp32 SIMT tile (exact fp32 products, to match the CPU reference). dx may be f32 with bf16
+// operands (the model keeps the expert-path dz in f32 so the sp gradient is added before any
+// bf16 rounding: issue 17); the fp32 accumulator is then stored unrounded.
 #include <mma.h>
 
 #include "cuda_backend.h"
@@ -152,9 +154,9 @@ __device__ bool locate_row_tile(const int32_t* offsets, int n_experts, int tile,
 // Forward (kForward) or dx: C rows follow the dispatched rows of each expert.
 //   forward: A = x [R, K] rows, B(p=k, j=n) = w[e][n][k]; C = y [R, N]
 //   dx:      A = dy [R, N] rows, B(p=n, j=k) = w[e][n][k]; C = dx [R, K]
-template <typename T, bool kForward>
+template <typename T, typename TC, bool kForward>
 __global__ void __launch_bounds__(kGemmThreads)
-    grouped_rows_kernel(T* c, const T* a, const T* w, const int32_t* offsets, int n_experts,
+    grouped_rows_kernel(TC* c, const T* a, const T* w, const int32_t* offsets, int n_experts,
                         int n_out, int k_in) {
   __shared__ TileSmem<T> sm;
   int expert, row0, rows;
@@ -218,7 +220,7 @@ void CudaBackend::grouped_matmul_forward(Tensor& y, const Tensor& x, const Tenso
             dtype_name(y.dtype()), dtype_name(x.dtype()), dtype_name(w.dtype()));
   if (d.rows == 0 || d.n_out == 0) return;
   MOE_DISPATCH_ACT(x.dtype(), "grouped_matmul_forward", T, {
-    grouped_rows_kernel<T, true><<<row_tile_grid(d, d.n_out), kGemmThreads, 0, stream_>>>(
+    grouped_rows_kernel<T, T, true><<<row_tile_grid(d, d.n_out), kGemmThreads, 0, stream_>>>(
         static_cast<T*>(y.data()), static_cast<const T*>(x.data()),
         static_cast<const T*>(w.data()), expert_offsets.ptr<int32_t>(), int(d.experts),
         int(d.n_out), int(d.k_in));
@@ -237,15 +239,25 @@ void CudaBackend::grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& 
             dtype_name(dy.dtype()), dtype_name(x.dtype()), dtype_name(w.dtype()));
   if (dx.defined()) {
     check_shape(dx, {d.rows, d.k_in}, "grouped_matmul_backward: dx");
-    MOE_CHECK(dx.dtype() == x.dtype(), "grouped_matmul_backward: dx must be {}, found {}",
-              dtype_name(x.dtype()), dtype_name(dx.dtype()));
+    const bool dx_f32 = dx.dtype() == DType::kF32;
+    MOE_CHECK(dx.dtype() == x.dtype() || dx_f32,
+              "grouped_matmul_backward: dx must be {} or f32, found {}", dtype_name(x.dtype()),
+              dtype_name(dx.dtype()));
     if (d.rows > 0 && d.k_in > 0) {
       MOE_DISPATCH_ACT(x.dtype(), "grouped_matmul_backward", T, {
-        grouped_rows_kernel<T, false><<<row_tile_grid(d, d.k_in), kGemmThreads, 0, stream_>>>(
-            static_cast<T*>(dx.data()), static_cast<const T*>(dy.data()),
-            static_cast<const T*>(w.data()), expert_offsets.ptr<int32_t>(), int(d.experts),
-            int(d.n_out), int(d.k_in));
-        MOE_LAUNCH_CHECK("grouped_rows_kernel<dx>");
+        auto launch = [&](auto* out) {
+          using TC = std::remove_pointer_t<decltype(out)>;
+          grouped_rows_kernel<T, TC, false><<<row_tile_grid(d, d.k_in), kGemmThreads, 0,
+                                              stream_>>>(
+              out, static_cast<const T*>(dy.data()), static_cast<const T*>(w.data()),
+              expert_offsets.ptr<int32_t>(), int(d.experts), int(d.n_out), int(d.k_in));
+          MOE_LAUNCH_CHECK("grouped_rows_kernel<dx>");
+        };
+        if (dx_f32) {
+          launch(dx.ptr<float>());
+        } else {
+          launch(static_cast<T*>(dx.data()));
+        }
       });
     }
   }

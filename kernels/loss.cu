@@ -61,11 +61,18 @@ __global__ void cross_entropy_backward_kernel(T* dlogits, const T* logits, const
 
 // ---- lb ------------------------------------------------------------------------------------
 // f[e] = count_e / (k N); term[e] = f_e * P_e with P_e = mean_t probs[t][e]. One CTA per expert.
+// An index outside [0, E) raises kErrExpertIndex, as on the CPU (check_topk_idx), instead of
+// silently dropping out of every count.
 __global__ void lb_stats_kernel(float* f, double* term, const float* probs, const int32_t* idx,
-                                int64_t n, int k, int n_experts) {
+                                int64_t n, int k, int n_experts, int* error_flag) {
   const int e = blockIdx.x;
   int count = 0;
-  for (int64_t i = threadIdx.x; i < n * k; i += blockDim.x) count += idx[i] == e;
+  bool bad = false;
+  for (int64_t i = threadIdx.x; i < n * k; i += blockDim.x) {
+    count += idx[i] == e;
+    bad |= idx[i] < 0 || idx[i] >= n_experts;
+  }
+  if (bad) raise_device_error(error_flag, kErrExpertIndex);
   float psum = 0.0f;
   for (int64_t t = threadIdx.x; t < n; t += blockDim.x) psum += probs[t * n_experts + e];
   const int total_count = block_sum_all<kBlock>(count);
@@ -172,8 +179,10 @@ struct ReadTerm {
 };
 
 // dz_s += scale * (sum_{s'!=s} 4 c/(n_s n_s') z_s' - [unclamped_s] sum_{s'!=s} 4 c^2 / n_s^2 z_s)
-template <typename T>
-__global__ void sp_backward_kernel(T* dz, const T* z, const int32_t* token_row, int64_t n, int k,
+// dz (TD) is f32 in the model's bf16 runs: the sp term is ~1e-3 of the main-path gradient, below
+// half a bf16 unit, so adding it into a bf16 dz would round it away (issue 17).
+template <typename T, typename TD>
+__global__ void sp_backward_kernel(TD* dz, const T* z, const int32_t* token_row, int64_t n, int k,
                                    int64_t f, float scale) {
   const int64_t t = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
   if (t >= n) return;
@@ -187,7 +196,7 @@ __global__ void sp_backward_kernel(T* dz, const T* z, const int32_t* token_row, 
     for (int q = 0; q < k; ++q)
       if (q != s) self += 4.0f * cosm[s * kMaxSpTopK + q] * cosm[s * kMaxSpTopK + q];
     self = unclamped[s] ? self / (nrm[s] * nrm[s]) : 0.0f;
-    T* out = dz + int64_t(rows[s]) * f;
+    TD* out = dz + int64_t(rows[s]) * f;
     const T* zs = z + int64_t(rows[s]) * f;
     for (int64_t c = lane; c < f; c += 32) {
       float g = -self * to_f(zs[c]);
@@ -195,7 +204,7 @@ __global__ void sp_backward_kernel(T* dz, const T* z, const int32_t* token_row, 
         if (q != s)
           g += 4.0f * cosm[s * kMaxSpTopK + q] / (nrm[s] * nrm[q]) *
                to_f(z[int64_t(rows[q]) * f + c]);
-      out[c] = from_f<T>(to_f(out[c]) + scale * g);
+      out[c] = from_f<TD>(to_f(out[c]) + scale * g);
     }
   }
 }
@@ -303,7 +312,7 @@ void CudaBackend::lb_loss_forward(Tensor& loss, const Tensor& probs, const Tenso
   float* f = static_cast<float*>(scratch(kScratchA, sizeof(float) * e_n));
   double* term = static_cast<double*>(scratch(kScratchB, sizeof(double) * e_n));
   lb_stats_kernel<<<static_cast<unsigned>(e_n), kBlock, 0, stream_>>>(
-      f, term, probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(k), int(e_n));
+      f, term, probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(k), int(e_n), error_flag_);
   MOE_LAUNCH_CHECK("lb_stats_kernel");
   lb_finish_kernel<<<1, 32, 0, stream_>>>(loss.ptr<float>(), term, int(e_n));
   MOE_LAUNCH_CHECK("lb_finish_kernel");
@@ -319,7 +328,8 @@ void CudaBackend::lb_loss_backward(Tensor& dprobs, const Tensor& probs, const Te
   if (n == 0 || e_n == 0) return;
   float* f = static_cast<float*>(scratch(kScratchA, sizeof(float) * e_n));
   lb_stats_kernel<<<static_cast<unsigned>(e_n), kBlock, 0, stream_>>>(
-      f, nullptr, probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(k), int(e_n));
+      f, nullptr, probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(k), int(e_n),
+      error_flag_);
   MOE_LAUNCH_CHECK("lb_stats_kernel");
   lb_backward_kernel<<<grid_for(n * e_n), kBlock, 0, stream_>>>(dprobs.ptr<float>(), f, n,
                                                                  int(e_n), coef);
@@ -375,15 +385,25 @@ void CudaBackend::sp_loss_backward(Tensor& dz, const Tensor& z, const Tensor& to
                                    float coef) {
   check_sp(z, token_row, "sp_loss_backward");
   check_shape(dz, z.shape(), "sp_loss_backward: dz");
-  MOE_CHECK(dz.dtype() == z.dtype(), "sp_loss_backward: dz must match z ({}), found {}",
-            dtype_name(z.dtype()), dtype_name(dz.dtype()));
+  MOE_CHECK(dz.dtype() == z.dtype() || dz.dtype() == DType::kF32,
+            "sp_loss_backward: dz must be {} (as z) or f32, found {}", dtype_name(z.dtype()),
+            dtype_name(dz.dtype()));
   int64_t n = token_row.dim(0), k = token_row.dim(1), f = z.dim(1);
   if (n == 0 || k < 2) return;  // no pairs: zero gradient
   MOE_DISPATCH_ACT(z.dtype(), "sp_loss_backward", T, {
-    sp_backward_kernel<T><<<static_cast<unsigned>(ceil_div(n * 32, 128)), 128, 0, stream_>>>(
-        static_cast<T*>(dz.data()), static_cast<const T*>(z.data()), token_row.ptr<int32_t>(), n,
-        int(k), f, coef / float(n));
-    MOE_LAUNCH_CHECK("sp_backward_kernel");
+    auto launch = [&](auto* out) {
+      using TD = std::remove_pointer_t<decltype(out)>;
+      sp_backward_kernel<T, TD><<<static_cast<unsigned>(ceil_div(n * 32, 128)), 128, 0,
+                                  stream_>>>(out, static_cast<const T*>(z.data()),
+                                             token_row.ptr<int32_t>(), n, int(k), f,
+                                             coef / float(n));
+      MOE_LAUNCH_CHECK("sp_backward_kernel");
+    };
+    if (dz.dtype() == DType::kF32) {
+      launch(dz.ptr<float>());
+    } else {
+      launch(static_cast<T*>(dz.data()));
+    }
   });
   after_op("sp_loss_backward");
 }

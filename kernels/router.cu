@@ -54,14 +54,23 @@ __global__ void router_forward_kernel(float* probs, int32_t* topk_idx, float* to
 // g_e = dprobs_e + (gate path); dlogits_e = s_e (g_e - sum_j s_j g_j).
 // Gate path: without renorm, d w_s / d s_e = [e == e_s]. With renorm (w_s = s_{e_s} / S over the
 // chosen set), d/ds_{e_r} of sum_s dw_s w_s = (dw_r - sum_s dw_s w_s) / S.
+// An index outside [0, E) (the CPU rejects it in check_topk_idx) raises kErrExpertIndex and the
+// token's row is zeroed: no read outside the token's probabilities.
 __global__ void router_backward_kernel(float* dlogits, const float* dprobs, const float* dweight,
                                        const float* probs, const int32_t* topk_idx, int64_t n,
-                                       int e_n, int k, bool norm_topk) {
+                                       int e_n, int k, bool norm_topk, int* error_flag) {
   int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= n) return;
   const float* pr = probs + t * e_n;
   const int32_t* idx = topk_idx + t * k;
   const float* dw = dweight + t * k;
+  for (int s = 0; s < k; ++s) {
+    if (idx[s] < 0 || idx[s] >= e_n) {
+      raise_device_error(error_flag, kErrExpertIndex);
+      for (int e = 0; e < e_n; ++e) dlogits[t * e_n + e] = 0.0f;
+      return;
+    }
+  }
   float gate[kMaxTopK];
   float chosen_sum = 0.0f, weighted = 0.0f;
   for (int s = 0; s < k; ++s) chosen_sum += pr[idx[s]];
@@ -98,20 +107,31 @@ __global__ void topk_mass_forward_kernel(float* mass, const float* probs, const 
 
 // Experts of one token are distinct, so each dprobs element has at most one writer.
 __global__ void topk_mass_backward_kernel(float* dprobs, const float* dmass, const int32_t* idx,
-                                          int64_t n, int e_n, int k) {
+                                          int64_t n, int e_n, int k, int* error_flag) {
   int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (t >= n) return;
   for (int s = 0; s < k; ++s) {
     int e = idx[t * k + s];
-    if (e >= 0 && e < e_n) dprobs[t * e_n + e] += dmass[t];
+    if (e >= 0 && e < e_n) {
+      dprobs[t * e_n + e] += dmass[t];
+    } else {
+      raise_device_error(error_flag, kErrExpertIndex);
+    }
   }
 }
 
-// load[e] += #(token, slot) pairs routed to e: one CTA per expert, integer block sum.
-__global__ void expert_load_kernel(float* load, const int32_t* idx, int64_t pairs) {
+// load[e] += #(token, slot) pairs routed to e: one CTA per expert, integer block sum. An index
+// outside [0, E) raises kErrExpertIndex (every CTA reads every index; the flag is an OR).
+__global__ void expert_load_kernel(float* load, const int32_t* idx, int64_t pairs, int e_n,
+                                   int* error_flag) {
   int e = blockIdx.x;
   int count = 0;
-  for (int64_t i = threadIdx.x; i < pairs; i += blockDim.x) count += idx[i] == e;
+  bool bad = false;
+  for (int64_t i = threadIdx.x; i < pairs; i += blockDim.x) {
+    count += idx[i] == e;
+    bad |= idx[i] < 0 || idx[i] >= e_n;
+  }
+  if (bad) raise_device_error(error_flag, kErrExpertIndex);
   int total = block_sum_all<kBlock>(count);
   if (threadIdx.x == 0) load[e] += float(total);
 }
@@ -194,7 +214,7 @@ void CudaBackend::router_backward(Tensor& dlogits, const Tensor& dprobs, const T
   router_backward_kernel<<<grid_cover(n, 128), 128, 0, stream_>>>(
       dlogits.ptr<float>(), dprobs.defined() ? dprobs.ptr<float>() : nullptr,
       dweight.ptr<float>(), probs.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(e_n), int(k),
-      norm_topk);
+      norm_topk, error_flag_);
   MOE_LAUNCH_CHECK("router_backward_kernel");
   after_op("router_backward");
 }
@@ -227,7 +247,7 @@ void CudaBackend::topk_mass_backward(Tensor& dprobs, const Tensor& dmass,
   if (n == 0) return;
   topk_mass_backward_kernel<<<grid_cover(n), kBlock, 0, stream_>>>(
       dprobs.ptr<float>(), dmass.ptr<float>(), topk_idx.ptr<int32_t>(), n, int(dprobs.dim(1)),
-      int(topk_idx.dim(1)));
+      int(topk_idx.dim(1)), error_flag_);
   MOE_LAUNCH_CHECK("topk_mass_backward_kernel");
   after_op("topk_mass_backward");
 }
@@ -239,7 +259,8 @@ void CudaBackend::expert_load_accumulate(Tensor& load, const Tensor& topk_idx) {
   MOE_CHECK(topk_idx.dtype() == DType::kI32, "expert_load_accumulate: topk_idx must be i32");
   if (load.numel() == 0) return;
   expert_load_kernel<<<static_cast<unsigned>(load.numel()), kBlock, 0, stream_>>>(
-      load.ptr<float>(), topk_idx.ptr<int32_t>(), topk_idx.numel());
+      load.ptr<float>(), topk_idx.ptr<int32_t>(), topk_idx.numel(), int(load.numel()),
+      error_flag_);
   MOE_LAUNCH_CHECK("expert_load_kernel");
   after_op("expert_load_accumulate");
 }

@@ -17,9 +17,10 @@ __global__ void swiglu_forward_kernel(T* z, const T* gate, const T* up, int64_t 
   }
 }
 
-// d silu(g)/dg = sig(g) * (1 + g * (1 - sig(g)))
-template <typename T>
-__global__ void swiglu_backward_kernel(T* dgate, T* dup, const T* dz, const T* gate, const T* up,
+// d silu(g)/dg = sig(g) * (1 + g * (1 - sig(g))). dz is T or f32 (TD): the model's expert path
+// keeps dz in f32 so the sp gradient is not rounded away before it gets here (issue 17).
+template <typename T, typename TD>
+__global__ void swiglu_backward_kernel(T* dgate, T* dup, const TD* dz, const T* gate, const T* up,
                                        int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -55,17 +56,27 @@ void CudaBackend::swiglu_forward(Tensor& z, const Tensor& gate, const Tensor& up
 void CudaBackend::swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dz,
                                   const Tensor& gate, const Tensor& up) {
   check_same(up, gate, "swiglu_backward", "up");
-  check_same(dz, gate, "swiglu_backward", "dz");
+  MOE_CHECK(dz.shape() == gate.shape() &&
+                (dz.dtype() == gate.dtype() || dz.dtype() == DType::kF32),
+            "swiglu_backward: dz expected {} {} (or f32), found {} {}", dtype_name(gate.dtype()),
+            shape_str(gate.shape()), dtype_name(dz.dtype()), shape_str(dz.shape()));
   check_same(dgate, gate, "swiglu_backward", "dgate");
   check_same(dup, gate, "swiglu_backward", "dup");
   int64_t n = gate.numel();
   if (n == 0) return;
   MOE_DISPATCH_ACT(gate.dtype(), "swiglu_backward", T, {
-    swiglu_backward_kernel<T><<<grid_for(n), kBlock, 0, stream_>>>(
-        static_cast<T*>(dgate.data()), static_cast<T*>(dup.data()),
-        static_cast<const T*>(dz.data()), static_cast<const T*>(gate.data()),
-        static_cast<const T*>(up.data()), n);
-    MOE_LAUNCH_CHECK("swiglu_backward_kernel");
+    auto launch = [&](const auto* dzp) {
+      using TD = std::remove_const_t<std::remove_pointer_t<decltype(dzp)>>;
+      swiglu_backward_kernel<T, TD><<<grid_for(n), kBlock, 0, stream_>>>(
+          static_cast<T*>(dgate.data()), static_cast<T*>(dup.data()), dzp,
+          static_cast<const T*>(gate.data()), static_cast<const T*>(up.data()), n);
+      MOE_LAUNCH_CHECK("swiglu_backward_kernel");
+    };
+    if (dz.dtype() == DType::kF32) {
+      launch(dz.ptr<float>());
+    } else {
+      launch(static_cast<const T*>(dz.data()));
+    }
   });
   after_op("swiglu_backward");
 }

@@ -1,7 +1,10 @@
 // Config loading: defaults, the YAML round trip, --set overrides, the --losses shorthand, and
 // each kind of usage error (unknown key with a suggestion, wrong type, out of range, malformed
 // YAML), all of which must name the key and exit with code 2.
+#include <cmath>
+#include <cstring>
 #include <fstream>
+#include <limits>
 
 #include <gtest/gtest.h>
 
@@ -163,7 +166,7 @@ TEST(Config, OutOfRangeValuesNameTheKey) {
       {"loss: {losses: [lb, sq]}", "loss.losses: expected names from lb, sp, cp, z, found 'sq'"},
       {"loss: {losses: 'lb,lb'}", "loss.losses: 'lb' is listed twice"},
       {"loss: {balance: none}", "loss.balance: expected one of aux, bias"},
-      {"loss: {sp_coef: -1}", "loss.sp_coef: expected a value >= 0"},
+      {"loss: {sp_coef: -1}", "loss.sp_coef: expected a value in [0, "},
       {"train: {schedule: step}", "train.schedule: expected one of cosine, linear, constant"},
       {"train: {device: gpu}", "train.device: expected 'cpu', 'cuda' or 'cuda:N', found 'gpu'"},
       {"train: {device: 'cuda:x'}", "train.device"},
@@ -180,6 +183,115 @@ TEST(Config, OutOfRangeValuesNameTheKey) {
     std::string msg = usage_error([&] { from_yaml(c.yaml); });
     EXPECT_NE(msg.find(c.expect), std::string::npos) << c.yaml << "\n  got: " << msg;
   }
+}
+
+// Issue 11, item 4: every float key is finite and in range. .inf trained to exit 0 and wrote a
+// config.yaml the reader then refused, so the run's checkpoints could not be loaded.
+TEST(Config, EveryFloatKeyRefusesNonFiniteValues) {
+  const char* float_keys[] = {"model.rope_theta", "model.norm_eps",     "model.init_std",
+                              "model.capacity_factor", "loss.lb_coef", "loss.z_coef",
+                              "loss.sp_coef",     "loss.cp_coef",       "loss.bias_gamma",
+                              "data.valid_fraction", "train.lr",        "train.min_lr_ratio",
+                              "train.weight_decay", "train.beta1",      "train.beta2",
+                              "train.eps",        "train.grad_clip"};
+  for (const char* key : float_keys) {
+    for (const char* value : {".inf", "-.inf", ".nan", ".NaN", "1e400", "-1e400"}) {
+      const std::string set = std::string(key) + "=" + value;
+      std::string msg = usage_error([&] { from_yaml("", {set}); });
+      EXPECT_NE(msg.find(key), std::string::npos) << set << "\n  got: " << msg;
+      const std::string leaf = std::string(key).substr(std::string(key).find('.') + 1);
+      msg = usage_error([&] {
+        from_yaml(std::string(key).substr(0, std::string(key).find('.')) + ":\n  " + leaf + ": " +
+                  value + "\n");
+      });
+      EXPECT_NE(msg.find(key), std::string::npos) << key << ": " << value << "\n  got: " << msg;
+      EXPECT_NE(msg.find("test.yaml:2"), std::string::npos) << msg;
+    }
+  }
+}
+
+// Configs built in code (not read from YAML) are caught by validate() too.
+TEST(Config, ValidateRefusesNonFiniteFloats) {
+  using Set = void (*)(Config&, double);
+  const std::pair<const char*, Set> cases[] = {
+      {"model.rope_theta", [](Config& c, double v) { c.model.rope_theta = v; }},
+      {"model.norm_eps", [](Config& c, double v) { c.model.norm_eps = v; }},
+      {"model.init_std", [](Config& c, double v) { c.model.init_std = v; }},
+      {"model.capacity_factor", [](Config& c, double v) { c.model.capacity_factor = v; }},
+      {"loss.bias_gamma", [](Config& c, double v) { c.loss.bias_gamma = v; }},
+      {"loss.cp_coef", [](Config& c, double v) { c.loss.cp_coef = v; }},
+      {"train.lr", [](Config& c, double v) { c.train.lr = v; }},
+      {"train.weight_decay", [](Config& c, double v) { c.train.weight_decay = v; }},
+      {"train.eps", [](Config& c, double v) { c.train.eps = v; }},
+      {"train.grad_clip", [](Config& c, double v) { c.train.grad_clip = v; }},
+  };
+  for (const auto& [key, set] : cases) {
+    for (double v : {HUGE_VAL, -HUGE_VAL, std::nan("")}) {
+      Config cfg;
+      set(cfg, v);
+      const std::string msg = usage_error([&] { validate(cfg); });
+      EXPECT_NE(msg.find(key), std::string::npos) << key << " = " << v << "\n  got: " << msg;
+    }
+  }
+}
+
+TEST(Config, UpperLimitsNameTheKey) {
+  const RangeCase cases[] = {
+      {"loss: {bias_gamma: 1e300}", "loss.bias_gamma: expected a value in [0, 1]"},
+      {"loss: {bias_gamma: 2}", "loss.bias_gamma"},
+      {"model: {rope_theta: 1e300}", "model.rope_theta: expected a value <= "},
+      {"model: {expert_ffn_dim: 4611686018427387904}", "model.expert_ffn_dim: expected a value <= "},
+      {"model: {d_model: 1e15}", "model.d_model: expected a value <= "},
+      {"model: {n_experts: 1e12, top_k: 2}", "model.n_experts: expected a value <= "},
+      {"model: {vocab_size: 1e12}", "model.vocab_size: expected a value <= "},
+      {"train: {threads: 100000}", "train.threads: expected a value <= 1024, found 100000"},
+      {"train: {batch_size: 1e12}", "train.batch_size: expected a value <= "},
+      {"train: {max_steps: 1e15}", "train.max_steps: expected a value <= "},
+      {"train: {lr: 1e300}", "train.lr: expected a value <= "},
+      {"train: {grad_clip: 1e300}", "train.grad_clip"},
+      {"train: {eps: 2}", "train.eps: expected a value <= 1"},
+      {"train: {eps: 1e-320}", "train.eps: expected 0 or a number of magnitude >= "},
+      {"loss: {lb_coef: 1e300}", "loss.lb_coef"},
+      {"data: {tokenizer_vocab_size: 1e12}", "data.tokenizer_vocab_size: expected a value <= "},
+      {"run: {save_every: 1e15}", "run.save_every: expected a value <= "},
+      {"train: {max_steps: 1e12, batch_size: 1e6, grad_accum: 1e6}",
+       "train.max_steps x train.batch_size"},
+  };
+  for (const auto& c : cases) {
+    std::string msg = usage_error([&] { from_yaml(c.yaml); });
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.yaml << "\n  got: " << msg;
+  }
+}
+
+// Whatever config_to_yaml writes must read back to the same config, at the edges of every range.
+TEST(Config, ExtremeValidValuesRoundTrip) {
+  Config cfg;
+  cfg.model.rope_theta = 1e12;
+  cfg.model.norm_eps = std::numeric_limits<double>::min();  // the smallest normal double
+  cfg.model.init_std = 1e3;
+  cfg.model.vocab_size = int64_t{1} << 24;
+  cfg.loss.bias_gamma = 1.0;
+  cfg.loss.lb_coef = 1e6;
+  cfg.loss.z_coef = 0.1 + 0.2;  // 0.30000000000000004
+  cfg.train.seed = std::numeric_limits<int64_t>::max();
+  cfg.train.eps = std::numeric_limits<double>::min();
+  cfg.train.grad_clip = 1e6;
+  cfg.train.threads = 1024;
+  cfg.train.max_steps = int64_t{1} << 40;
+  cfg.train.lr = 1e3;
+  cfg.data.train = {"tab\there", "new\nline", "quote\"d", "unicode \xE2\x96\x81"};
+  cfg.run.out_dir = "- leading dash: and colon";
+  ASSERT_NO_THROW(validate(cfg));
+  const std::string yaml = config_to_yaml(cfg);
+  Config back;
+  ASSERT_NO_THROW(back = from_yaml(yaml)) << yaml;
+  EXPECT_EQ(config_to_yaml(back), yaml);
+  EXPECT_EQ(back.model.norm_eps, cfg.model.norm_eps);
+  EXPECT_EQ(back.train.eps, cfg.train.eps);
+  EXPECT_EQ(back.loss.z_coef, cfg.loss.z_coef);
+  EXPECT_EQ(back.train.seed, cfg.train.seed);
+  EXPECT_EQ(back.data.train, cfg.data.train);
+  EXPECT_EQ(back.run.out_dir, cfg.run.out_dir);
 }
 
 TEST(Config, HeadDimDecouplesWidth) {

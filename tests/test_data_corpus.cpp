@@ -100,6 +100,10 @@ TEST(Corpus, BadJsonlNamesFileAndLine) {
   expect_usage_error([&] { read("nofield.jsonl"); }, {"nofield.jsonl:2", "no field 'text'"});
   expect_usage_error([&] { read("notstring.jsonl"); }, {"notstring.jsonl:1", "must be a string"});
   expect_usage_error([&] { read("array.jsonl"); }, {"array.jsonl:1", "JSON object"});
+  // A number beyond double is nlohmann's out_of_range, not a parse_error: it escaped the handler
+  // and terminated the process (found by fuzz_corpus_jsonl).
+  write_text(dir + "/huge.jsonl", "{\"text\": \"ok\"}\n{\"n\": 6E544, \"text\": \"x\"}\n");
+  expect_usage_error([&] { read("huge.jsonl"); }, {"huge.jsonl:2", "invalid JSON"});
 }
 
 TEST(Corpus, InvalidUtf8IsReadAsLatin1InTextAndRefusedInJsonl) {
@@ -229,7 +233,11 @@ TEST(Tokenizer, RoundTripsTrickyText) {
   const std::string corpus = moe::test::english_sample(50'000);
   EXPECT_EQ(tok.decode(tok.encode(corpus)), corpus);
   // NUL and other control bytes go through byte fallback too.
-  const std::string controls("nul\0bell\a esc\x1b del\x7f", 22);
+  // The length comes from the literal (19 bytes, one NUL inside), not a hand count: a count past
+  // the literal's end read beyond the array (ASan: global-buffer-overflow).
+  static constexpr char kControls[] = "nul\0bell\a esc\x1b del\x7f";
+  const std::string controls(kControls, sizeof(kControls) - 1);
+  ASSERT_EQ(controls.size(), 19u);
   EXPECT_EQ(tok.decode(tok.encode(controls)), controls);
 }
 

@@ -2,6 +2,8 @@
 // validation set (coverage of every target, fixed batches, byte counts).
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -153,6 +155,33 @@ TEST(Loader, ResumeOntoOtherDataIsRefused) {
   EXPECT_THROW(LoaderState::from_string("{\"epoch\": 1}"), Error);
   EXPECT_THROW(LoaderState::from_string("not json"), Error);
   EXPECT_THROW(LoaderState::from_string("{\"epoch\": -1, \"index\": 0, \"windows\": 3}"), Error);
+}
+
+// Issue 11, item 5: a forged epoch in trainer_state.json overflowed the loader position
+// (epoch x windows + index); now a usage error naming the loader state.
+TEST(Loader, ForgedEpochIsAUsageError) {
+  TrainLoader a = make_loader(5, 4, 32);
+  LoaderState s = a.state();
+  s.epoch = std::numeric_limits<int64_t>::max() / 2;
+  try {
+    a.restore(s);
+    ADD_FAILURE() << "a forged epoch was restored";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUsage);
+    EXPECT_NE(std::string(e.what()).find("loader state"), std::string::npos) << e.what();
+  }
+  // The largest position that fits is restored; the step that would pass int64 is refused.
+  s.epoch = (std::numeric_limits<int64_t>::max() - s.windows) / s.windows;
+  s.index = 0;
+  a.restore(s);
+  int64_t batches = 0;
+  try {
+    for (; batches < 1000000; ++batches) a.next();
+    ADD_FAILURE() << "the position never overflowed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUsage);
+    EXPECT_NE(std::string(e.what()).find("data loader position"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Loader, EveryEpochVisitsEveryWindowOnce) {

@@ -2,7 +2,9 @@
 // refusal of shards made with another tokenizer.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "core/error.h"
@@ -325,6 +327,27 @@ TEST(Shards, ErrorsNameTheProblem) {
   EXPECT_EQ(resolve_vocab_size(576, 512), 576);
   msg = expect_usage_error_message([&] { resolve_vocab_size(500, 512); });
   EXPECT_NE(msg.find("model.vocab_size"), std::string::npos) << msg;
+}
+
+// Issue 11, item 5: a forged token_count whose byte count wraps modulo 2^64 (2^63 tokens of 2
+// bytes = 0 bytes) matched a file holding only the header. Now a usage error naming the shard.
+TEST(Shards, ForgedTokenCountIsAUsageError) {
+  const std::string path = make_temp_dir("shards-forged") + "/forged.bin";
+  ShardHeader h{};
+  std::memcpy(h.magic, "MOETOKS", 8);  // with its NUL: the 8-byte magic
+  h.version = kShardVersion;
+  h.vocab_size = 512;
+  h.token_width = token_width_for_vocab(512);
+  for (uint64_t count : {uint64_t{1} << 63, ~uint64_t{0}}) {
+    h.token_count = count;
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(reinterpret_cast<const char*>(&h), sizeof(h));
+    }
+    const std::string msg = expect_usage_error_message([&] { read_shard_header(path); });
+    EXPECT_NE(msg.find("token_count"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  }
 }
 
 }  // namespace

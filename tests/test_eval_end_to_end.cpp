@@ -14,6 +14,8 @@
 #include "checkpoint/model_checkpoint.h"
 #include "eval/eval_report.h"
 #include "eval/moe_scoring.h"
+#include "eval/paper_suite.h"
+#include "eval/task_metrics.h"
 #include "eval/perplexity.h"
 #include "eval/report_table.h"
 #include "eval/task_readers.h"
@@ -138,6 +140,79 @@ TEST(EvalEndToEnd, TinyCheckpointAllModes) {
   const std::string side = format_side_by_side({rep, rep});
   EXPECT_NE(side.find("(+0.0000)"), std::string::npos);  // deltas against the first
   std::ofstream(tmp + "/results.json") << j.dump(2);    // left for tools/plot.py checks
+}
+
+// MMLU (two questions of each of the 57 subjects, 5-shot) and TruthfulQA MC2 on the tiny
+// checkpoint: the KV cache gives the plain path's scores, the four categories and mmlu are
+// aggregated, mc2 equals the probability mass recomputed from the choices' own scores, and the
+// paper's table and the JSON carry them.
+TEST(EvalEndToEnd, MmluAndTruthfulQaSuite) {
+  const std::string corpus = test::data_dir() + "/corpora/tinyshakespeare/input.txt";
+  ASSERT_TRUE(std::filesystem::exists(corpus)) << corpus << " is missing from the repository";
+  const std::string dir = make_checkpoint(read_text(corpus, 60'000));
+  auto backend = make_backend("cpu", 2);
+  LoadedCheckpoint ck = load_model_checkpoint(dir, *backend, 4);
+  MoeScoring model(*ck.model, 4);
+  const data::Tokenizer& tok = *ck.tokenizer;
+  const Encoder enc = [&tok](const std::string& s) { return tok.encode(s); };
+  const std::string tasks_dir = test::data_dir() + "/zeroshot";
+  ZeroShotOptions cached, plain;
+  cached.limit = plain.limit = 2;
+  cached.start_token = plain.start_token = tok.eos_id();
+  plain.kv_cache = false;
+  CheckpointReport rep;
+  rep.checkpoint = ck.dir;
+  for (const Task& t : load_tasks("mmlu", tasks_dir, 5)) {
+    const TaskResult a = evaluate_task(t, model, enc, cached);
+    const TaskResult b = evaluate_task(t, model, enc, plain);
+    EXPECT_EQ(a.find("acc")->value, b.find("acc")->value) << t.name;
+    EXPECT_EQ(a.num_fewshot, 5);
+    rep.tasks.push_back(a);
+  }
+  const Task tqa = load_task("truthfulqa_mc2", tasks_dir);
+  const TaskResult mc2 = evaluate_task(tqa, model, enc, cached);
+  const TaskResult mc2_plain = evaluate_task(tqa, model, enc, plain);
+  EXPECT_NEAR(mc2.find("acc")->value, mc2_plain.find("acc")->value, 1e-5);
+  // mc2 by hand from the per-choice log-likelihoods of the same two documents.
+  double expected = 0;
+  for (int d = 0; d < 2; ++d) {
+    std::vector<double> lls;
+    for (const LoglikRequest& r : tqa.docs[d].requests) {
+      Task one;
+      one.name = "one";
+      one.output = TaskOutput::kLoglikelihood;
+      TaskDoc doc;
+      doc.requests = {r};
+      one.docs = {doc};
+      const TaskResult s = evaluate_task(one, model, enc, cached);
+      lls.push_back(-std::log(s.find("perplexity")->value));  // exp(-mean ll) over one document
+    }
+    expected += mc2_score(lls, tqa.docs[d].labels) / 2;
+  }
+  EXPECT_NEAR(mc2.find("acc")->value, expected, 1e-5);
+  EXPECT_GT(mc2.find("acc")->value, 0.0);
+  EXPECT_LT(mc2.find("acc")->value, 1.0);
+  rep.tasks.push_back(mc2);
+  rep.groups = aggregate_groups(rep.tasks);
+  ASSERT_EQ(rep.groups.size(), 5u);
+  EXPECT_EQ(rep.groups.back().name, "mmlu");
+  EXPECT_EQ(rep.groups.back().n, 114);
+  const nlohmann::json j = report_to_json(rep, {});
+  EXPECT_EQ(j["results"]["mmlu"]["sample_len"], 114);
+  EXPECT_EQ(j["results"]["mmlu_humanities"]["alias"], " - humanities");
+  EXPECT_EQ(j["group_subtasks"]["mmlu_humanities"].size(), 13u);
+  EXPECT_EQ(j["n-shot"]["mmlu_anatomy"], 5);
+  EXPECT_EQ(j["versions"]["truthfulqa_mc2"], 3.0);
+  // The averages count mmlu once (as one task), not its 57 subjects.
+  EXPECT_NEAR(*zero_shot_average(rep, false),
+              (rep.groups.back().find("acc")->value + mc2.find("acc")->value) / 2, 1e-12);
+  const std::string table = format_paper_table({rep});
+  EXPECT_NE(table.find("TruthfulQA-MC2"), std::string::npos);
+  EXPECT_NE(table.find("missing"), std::string::npos);  // ARC, PIQA, HellaSwag were not run
+  EXPECT_NE(table.find("(2 of 6)"), std::string::npos);
+  const std::string single = format_single_report(rep);
+  EXPECT_NE(single.find(" - social sciences"), std::string::npos);
+  EXPECT_NE(single.find("questions/s"), std::string::npos);
 }
 
 }  // namespace

@@ -86,8 +86,12 @@ TEST(EvalModelScores, MatchPyTorchReferencePerRequest) {
       EXPECT_EQ(got[i].greedy, want["greedy"].get<bool>()) << "request " << i;
     }
     // Rows: request 2, requests 3+4 (same input), 5, and 7, whose input [2,5,9,13,7,60,61] is
-    // extended by no other and prefixed by the inputs of requests 0, 1 and 6 ([2]).
-    EXPECT_EQ(scorer.stats().rows, 4);
+    // extended by no other and prefixed by the inputs of requests 0, 1 and 6 ([2]). The row of
+    // requests 3+4 scores only its last input position after a 4-token context (4x its scored
+    // positions), so it runs as a context row into the KV cache and a continuation row: 5 rows
+    // through the model.
+    EXPECT_EQ(scorer.stats().rows, 5);
+    EXPECT_EQ(scorer.stats().cached_contexts, 1);
   }
 }
 

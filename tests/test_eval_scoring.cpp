@@ -135,6 +135,37 @@ TEST(EvalScoring, LambadaAggregation) {
   EXPECT_FALSE(r.find("perplexity")->stderr_value.has_value());  // bootstrap off (iters 0)
 }
 
+TEST(EvalScoring, SampleRecordsForLogSamples) {
+  // moeeval --log-samples: one record per document with each choice's ll, greedy flag, token and
+  // character counts, and the acc / acc_norm predictions (which differ here: the short choice
+  // has the higher ll, the long one the higher ll per character).
+  Task task;
+  task.name = "piqa";
+  task.output = TaskOutput::kMultipleChoice;
+  task.reports_acc_norm = true;
+  TaskDoc d;
+  d.requests = {{"Question: q\nAnswer:", " b"}, {"Question: q\nAnswer:", " a long answer"}};
+  d.choice_chars = {2, 14};
+  d.gold = 1;
+  task.docs = {d};
+  const TaskResult r = aggregate_task(task, 1, {{-7.0, false, 3}, {-8.0, true, 1}}, 0);
+  ASSERT_EQ(r.samples.size(), 1u);
+  const SampleRecord& s = r.samples[0];
+  EXPECT_EQ(s.doc_id, 0);
+  EXPECT_EQ(s.prompt, "Question: q\nAnswer:");
+  EXPECT_EQ(s.choices, (std::vector<std::string>{" b", " a long answer"}));
+  EXPECT_EQ(s.lls, (std::vector<double>{-7.0, -8.0}));
+  EXPECT_EQ(s.greedy, (std::vector<bool>{false, true}));
+  EXPECT_EQ(s.n_tokens, (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(s.n_chars, (std::vector<double>{2, 14}));
+  EXPECT_EQ(s.gold, 1);
+  EXPECT_EQ(s.pred, 0);       // -7 > -8
+  EXPECT_EQ(s.pred_norm, 1);  // -7 / 2 = -3.5 < -8 / 14 = -0.57
+  EXPECT_DOUBLE_EQ(s.acc, 0.0);
+  EXPECT_DOUBLE_EQ(s.acc_norm, 1.0);
+  EXPECT_DOUBLE_EQ(r.find("acc_norm")->value, 1.0);
+}
+
 TEST(EvalScoring, StderrOfTheMean) {
   // sample std (n-1) / sqrt(n); for 0/1 data sqrt(p(1-p)/(n-1)) = sqrt(.6 * .4 / 4).
   const auto s = mean_stderr({1, 0, 1, 1, 0});

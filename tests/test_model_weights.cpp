@@ -3,6 +3,7 @@
 // truncated file, a missing tensor, a wrong shape and an unexpected tensor.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -166,6 +167,81 @@ TEST(ModelWeights, BadFilesAreClearErrors) {
   w.write(dir + "/extra.safetensors");
   expect_error([&] { load_weights(model, dir + "/extra.safetensors"); },
                {"unexpected tensor", "e_score_correction_bias"});
+}
+
+// Issue 11, item 4: NaN weights were evaluated without complaint, and a diverged run (a huge
+// loss.bias_gamma) saved NaN balancing biases. Loading names the tensor (usage error, exit 2)
+// and leaves the model untouched; saving refuses.
+TEST(ModelWeights, NonFiniteWeightsAreRefused) {
+  auto be = make_backend("cpu");
+  const ModelConfig c = test::tiny_vanilla_config();
+  const LossConfig l = test::all_losses("bias");
+  MoeModel model(c, l, *be, 1, 4);
+  model.init_parameters(1);
+  const std::string dir = test::make_temp_dir("weights_nonfinite");
+  const auto before = be->download_vec<float>(model.params()[0].value);
+  for (float bad : {std::nanf(""), HUGE_VALF, -HUGE_VALF}) {
+    SafeTensorsWriter w;
+    for (const Param& p : model.params()) {
+      std::vector<float> v = be->download_vec<float>(p.value);
+      if (p.name == "model.layers.1.mlp.gate.e_score_correction_bias") v[2] = bad;
+      w.add_f32(p.name, p.value.shape(), v);
+    }
+    w.write(dir + "/nan.safetensors");
+    try {
+      load_weights(model, dir + "/nan.safetensors");
+      ADD_FAILURE() << "a non-finite weight was loaded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
+      EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.gate.e_score_correction_bias"),
+                std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("element 2"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(before, be->download_vec<float>(model.params()[0].value));
+  }
+  // Saving: the run stops with an error naming the parameter instead of writing the file.
+  Param& p = model.param("model.layers.0.mlp.gate.weight");
+  std::vector<float> v = be->download_vec<float>(p.value);
+  v[0] = std::nanf("");
+  be->upload(p.value, v.data(), v.size() * sizeof(float));
+  expect_error([&] { save_weights(model, dir + "/diverged.safetensors"); },
+               {"non-finite", "model.layers.0.mlp.gate.weight"});
+  EXPECT_FALSE(std::filesystem::exists(dir + "/diverged.safetensors"));
+}
+
+// Issue 11, item 5: sizes from a config are multiplied exactly. Each key below is within its
+// limit, but the model's parameter count passes int64: a usage error naming the keys, before
+// any allocation (expert_ffn_dim = 2^62 used to segfault inside oneDNN).
+TEST(ModelWeights, OverflowingSizesAreUsageErrors) {
+  auto be = make_backend("cpu");
+  ModelConfig c = test::tiny_vanilla_config();
+  c.d_model = int64_t{1} << 20;
+  c.n_heads = 1;
+  c.n_kv_heads = 1;
+  c.head_dim = 2;
+  c.n_experts = int64_t{1} << 16;
+  c.top_k = 1;
+  c.expert_ffn_dim = int64_t{1} << 20;
+  c.n_layers = int64_t{1} << 16;
+  c.dense_layers = 0;
+  const LossConfig l = test::all_losses("aux");
+  try {
+    count_params(c, 1000);
+    ADD_FAILURE() << "count_params did not overflow";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.expert_ffn_dim"), std::string::npos) << e.what();
+  }
+  try {
+    MoeModel model(c, l, *be, 1, 4);
+    ADD_FAILURE() << "the model was built";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
+    EXPECT_NE(std::string(e.what()).find("does not fit"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(estimate_activation_memory(c, 1000, int64_t{1} << 24, int64_t{1} << 24,
+                                          DType::kF32, true),
+               Error);
 }
 
 }  // namespace

@@ -143,6 +143,32 @@ TEST(SafeTensors, CorruptHeadersAreClearErrors) {
                            R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", d8),
                  {"overlap"});
   expect_corrupt(make_file(R"({"__metadata__":{"k":1}})", ""), {"__metadata__"});
+  // A number beyond double: nlohmann's out_of_range, which the parse_error handler missed.
+  expect_corrupt(make_file(R"({"w":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}})", d8),
+                 {"not valid JSON"});
+}
+
+// Issue 11, item 5: shape products are exact. [2^31, 2^31] F32 is 2^62 elements, 2^64 bytes:
+// wrapped modulo 2^64 that is 0 bytes, which matched data_offsets [0, 0] and passed the size
+// check. Such a header is now a usage error (exit 2) naming the tensor, as is an element count
+// past int64.
+TEST(SafeTensors, ShapesWhoseSizeOverflowsAreRefused) {
+  const std::string d8(8, '\0');
+  for (const char* header :
+       {R"({"wrap":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})",
+        R"({"wrap":{"dtype":"U8","shape":[268435456,268435456,268435456],"data_offsets":[0,0]}})",
+        R"({"wrap":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})"}) {
+    const std::string path = test::make_temp_dir("st_wrap") + "/wrap.safetensors";
+    write_all(path, make_file(header, d8));
+    try {
+      SafeTensorsReader r(path);
+      ADD_FAILURE() << "accepted: " << header;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kUsage) << e.what();
+      EXPECT_NE(std::string(e.what()).find("\"wrap\""), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("does not fit"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(SafeTensors, MissingFileNamesThePath) {

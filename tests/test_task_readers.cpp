@@ -95,6 +95,39 @@ TEST(TaskReadersReal, ArcEasyDev) {
   EXPECT_GT(three + five, 0u);  // the README: a few items have 3 or 5 choices
 }
 
+TEST(TaskReaders, SplitChoosesAmongTestAndDev) {
+  // An ARC-Challenge folder with both Test and Dev: the default takes Test; --split dev (or
+  // validation) takes Dev; a split a task does not have is a usage error naming its splits.
+  const std::string dir = test::make_temp_dir("split");
+  const std::string item = R"({"id":"x","question":{"stem":"Q?","choices":[{"text":"a","label":"A"},)"
+                           R"({"text":"b","label":"B"}]},"answerKey":"B"})";
+  write_file(dir, "arc_challenge/ARC-Challenge-Test.jsonl", item + "\n" + item + "\n");
+  write_file(dir, "arc_challenge/ARC-Challenge-Dev.jsonl", item + "\n");
+  const Task test_split = load_task("arc_challenge", dir);
+  EXPECT_EQ(test_split.split, "test");
+  EXPECT_EQ(test_split.docs.size(), 2u);
+  for (const char* dev : {"dev", "validation", "val"}) {
+    const Task t = load_task("arc_challenge", dir, 0, dev);
+    EXPECT_EQ(t.split, "dev");
+    EXPECT_EQ(t.docs.size(), 1u);
+    EXPECT_NE(t.source.find("Dev"), std::string::npos) << t.source;
+  }
+  EXPECT_EQ(load_task("arc_challenge", dir, 0, "test").docs.size(), 2u);
+  expect_usage_error([&] { load_task("arc_challenge", dir, 0, "train"); },
+                     {"arc_challenge", "--split train", "test, validation"});
+  // the shipped folders: arc_easy has Dev only, openbookqa both test and dev
+  const std::string zs = zeroshot_dir();
+  if (zs.empty()) return;
+  expect_usage_error([&] { load_task("arc_easy", zs, 0, "test"); }, {"ARC-Easy-Test.jsonl"});
+  EXPECT_EQ(load_task("arc_easy", zs, 0, "dev").docs.size(), 570u);
+  const Task obqa_dev = load_task("openbookqa", zs, 0, "dev");
+  EXPECT_EQ(obqa_dev.split, "validation");
+  EXPECT_EQ(obqa_dev.docs.size(), 500u);
+  EXPECT_NE(obqa_dev.source.find("dev.jsonl"), std::string::npos);
+  EXPECT_EQ(load_task("openbookqa", zs).split, "test");
+  expect_usage_error([&] { load_task("piqa", zs, 0, "test"); }, {"piqa", "validation"});
+}
+
 TEST(TaskReadersReal, OpenbookqaBoolqLambadaCopa) {
   const std::string dir = zeroshot_dir();
   if (dir.empty()) return;

@@ -10,10 +10,12 @@
 #
 #   tools/ablate.sh CONFIG [--set KEY=VALUE ...] [--seeds 1,2,3] [--archs vanilla,deepseek]
 #                   [--cells lb,lb+sp,lb+cp,lb+sp+cp] [--steps N] [--out DIR]
-#                   [--tasks LIST --task-dir DIR] [--limit N] [--eval-text FILE ...]
-#                   [--ood-text FILE ...]
-#                   [--routing-max-tokens N] [--threads N] [--build DIR] [--ep-devices P]
-#                   [--infer-tokens N]
+#                   [--tasks LIST --task-dir DIR] [--suite paper] [--limit N]
+#                   [--eval-text FILE ...] [--ood-text FILE ...] [--routing-max-tokens N]
+#                   [--threads N] [--build DIR] [--ep-devices P] [--infer-tokens N]
+#
+# --suite paper evaluates the paper's six zero-shot tasks (moeeval --suite paper; needs
+# --task-dir) and adds their mean to the table ("paper suite").
 #
 # Layout: DIR/<arch>/<cell>/seed<N>/ is one moetrain run (run.out_dir), with eval.json (moeeval
 # --out) beside its checkpoints; DIR/table.md is the table.
@@ -31,7 +33,7 @@
 # from the config when it has some, else 1; vanilla: 0); without --archs the config's arch.
 set -euo pipefail
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "ablate.sh: error: $*" >&2; exit 2; }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -39,7 +41,8 @@ ROOT="$(dirname "$HERE")"
 BUILD="${ROOT}/build"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 CONFIG=""; SETS=(); SEEDS="1"; ARCHS=""; CELLS="lb,lb+sp,lb+cp,lb+sp+cp"; STEPS=""; OUT="runs/ablate"
-TASKS=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); OOD_TEXT=(); ROUTING_MAX=0; THREADS=0; EP_DEVICES=2
+TASKS=""; SUITE=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); OOD_TEXT=(); ROUTING_MAX=0; THREADS=0
+EP_DEVICES=2
 INFER_TOKENS=20000
 
 [ $# -ge 1 ] || usage
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --steps) STEPS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --tasks) TASKS="$2"; shift 2 ;;
+    --suite) SUITE="$2"; shift 2 ;;
     --task-dir) TASK_DIR="$2"; shift 2 ;;
     --limit) LIMIT="$2"; shift 2 ;;
     --eval-text) EVAL_TEXT+=("$2"); shift 2 ;;
@@ -193,7 +197,11 @@ EOF
       eval_args=(--checkpoint "$ckpt" --out "$run/eval.json" --threads "$THREADS"
                  --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" "${OOD_TEXT[@]}"
                  --routing "${texts[@]}")
-      if [ -n "$TASKS" ]; then eval_args+=(--tasks "$TASKS" --task-dir "$TASK_DIR" --limit "$LIMIT"); fi
+      if [ -n "$TASKS" ]; then eval_args+=(--tasks "$TASKS"); fi
+      if [ -n "$SUITE" ]; then eval_args+=(--suite "$SUITE"); fi
+      if [ -n "$TASKS" ] || [ -n "$SUITE" ]; then
+        eval_args+=(--task-dir "$TASK_DIR" --limit "$LIMIT")
+      fi
       echo "ablate: evaluating $ckpt"
       "$MOEEVAL" "${eval_args[@]}" > "$run/eval.txt"
     done

@@ -50,7 +50,7 @@ PAPER_PPL = {("vanilla", "lb"): 12.50, ("vanilla", "lb+sp"): 12.44, ("vanilla", 
 # (field, header, digits); one list per printed table.
 QUALITY = [("val_ppl", "val ppl", 3), ("bpb", "bpb", 4), ("ood_ppl", "OOD ppl", 3),
            ("ood_bpb", "OOD bpb", 4), ("zs_acc", "0-shot acc", 4),
-           ("zs_acc_norm", "0-shot acc_norm", 4)]
+           ("zs_acc_norm", "0-shot acc_norm", 4), ("suite", "paper suite", 4)]
 ROUTING = [("entropy", "entropy", 4), ("topk_mass", "top-k mass", 4), ("overlap", "overlap", 4),
            ("path_acc", "path acc", 4), ("path_row_h", "P(v|e) row H", 4),
            ("step_ms", "step ms", 1)]
@@ -129,6 +129,8 @@ def run_metrics(path, ood=()):
         "path_acc": weighted(routing, "pathway_top1_accuracy") if routing else None,
         "path_row_h": weighted(routing, "pathway_row_entropy") if routing else None,
         "step": ev["moeeval"].get("step"),
+        # moeeval --suite paper: the mean of the paper's six tasks (those present).
+        "suite": ev["moeeval"].get("paper_suite", {}).get("average"),
     }
 
 

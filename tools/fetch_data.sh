@@ -8,7 +8,7 @@
 #   DIR/download/<task>/...   the upstream files as published (kept; a rerun skips them)
 #   DIR/zeroshot/             moeeval --task-dir DIR/zeroshot: hellaswag, piqa, arc_easy,
 #                             arc_challenge, openbookqa, winogrande, boolq, sciq, lambada_openai,
-#                             copa, and MMLU as user tasks mmlu.jsonl + mmlu_<subject>.jsonl
+#                             copa, and MMLU (mmlu/test, mmlu/dev: the CSVs as published)
 #   DIR/c4/train.jsonl        C4 (en) training shards 00000.. (~356k documents, ~0.3 GB compressed each)
 #   DIR/c4/valid.jsonl        C4 (en) validation shard 00000 (45k documents)
 #   Train with: --set 'data.train=[DIR/c4/train.jsonl]' --set 'data.valid=[DIR/c4/valid.jsonl]'

@@ -3,6 +3,7 @@
 #include "checkpoint/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -103,30 +104,41 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, MoeMo
             final_dir.string());
   const fs::path tmp = root / (checkpoint_name(state.step) + ".tmp-" + std::to_string(::getpid()));
   fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  // A failed save (a full disk) removes its temporary directory: it would only eat the space a
+  // later attempt needs.
+  try {
+    fs::create_directories(tmp);
+    // The tokenizer's hash goes with the weights, so a loader can tell a swapped tokenizer.model
+    // even where no manifest is (checkpoint/model_checkpoint.h).
+    save_weights(model, (tmp / "model.safetensors").string(),
+                 {{kTokenizerHashKey, fmt::format("{:016x}", hash_bytes(
+                       tokenizer_model_bytes.data(), tokenizer_model_bytes.size()))}});
+    SafeTensorsWriter opt;
+    optimizer.save(opt);
+    opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
+    for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
+      fsync_path((tmp / f).string());
+    }
+    write_file_synced((tmp / "config.yaml").string(), config_to_yaml(cfg));
+    write_file_synced((tmp / "tokenizer.model").string(), tokenizer_model_bytes);
+    write_file_synced((tmp / "trainer_state.json").string(), state_to_json(state).dump(2) + "\n");
 
-  save_weights(model, (tmp / "model.safetensors").string());
-  SafeTensorsWriter opt;
-  optimizer.save(opt);
-  opt.write((tmp / "optimizer.safetensors").string(), /*atomic=*/false);
-  for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
-    fsync_path((tmp / f).string());
+    nlohmann::json manifest = {{"format", kStateFormat}, {"step", state.step}};
+    for (const char* f : kFiles) {
+      uint64_t size = 0;
+      uint64_t hash = hash_file((tmp / f).string(), &size);
+      manifest["files"][f] = {{"bytes", size}, {"hash", fmt::format("{:016x}", hash)}};
+    }
+    write_file_synced((tmp / "manifest.json").string(), manifest.dump(2) + "\n");
+    fsync_path(tmp.string());
+    std::error_code ec;
+    fs::rename(tmp, final_dir, ec);
+    MOE_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), final_dir.string(), ec.message());
+  } catch (...) {
+    std::error_code rm;
+    fs::remove_all(tmp, rm);
+    throw;
   }
-  write_file_synced((tmp / "config.yaml").string(), config_to_yaml(cfg));
-  write_file_synced((tmp / "tokenizer.model").string(), tokenizer_model_bytes);
-  write_file_synced((tmp / "trainer_state.json").string(), state_to_json(state).dump(2) + "\n");
-
-  nlohmann::json manifest = {{"format", kStateFormat}, {"step", state.step}};
-  for (const char* f : kFiles) {
-    uint64_t size = 0;
-    uint64_t hash = hash_file((tmp / f).string(), &size);
-    manifest["files"][f] = {{"bytes", size}, {"hash", fmt::format("{:016x}", hash)}};
-  }
-  write_file_synced((tmp / "manifest.json").string(), manifest.dump(2) + "\n");
-  fsync_path(tmp.string());
-  std::error_code ec;
-  fs::rename(tmp, final_dir, ec);
-  MOE_CHECK(!ec, "cannot rename '{}' to '{}': {}", tmp.string(), final_dir.string(), ec.message());
   fsync_path(root.string());
   return final_dir.string();
 }
@@ -184,24 +196,55 @@ Config load_checkpoint_config(const std::string& dir) {
 TrainerState load_trainer_state(const std::string& dir) {
   const std::string path = (fs::path(dir) / "trainer_state.json").string();
   TrainerState s;
+  // Validated in full before the trainer touches anything of the run (a forged step < 0 once
+  // wiped metrics.jsonl): every problem is bad input, exit code 2.
   try {
     auto j = nlohmann::json::parse(read_file(path));
-    MOE_CHECK(j.at("format").get<int>() == kStateFormat, "{}: format {} is not supported "
-              "(expected {})", path, j.at("format").get<int>(), kStateFormat);
-    s.step = j.at("step").get<int64_t>();
-    s.tokens_seen = j.at("tokens_seen").get<int64_t>();
+    // Integers only: nlohmann converts a float such as 2e112 to int64 by a cast that is
+    // undefined behaviour when out of range (UBSan, found by fuzz_checkpoint_state).
+    auto integer = [&](const char* key) -> int64_t {
+      const nlohmann::json& v = j.at(key);
+      MOE_USAGE_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, found {}", path,
+                      key, v.dump());
+      return v.get<int64_t>();
+    };
+    const int64_t format = integer("format");
+    MOE_USAGE_CHECK(format == kStateFormat, "{}: format {} is not supported (expected {})", path,
+                    format, kStateFormat);
+    s.step = integer("step");
+    s.tokens_seen = integer("tokens_seen");
     s.lr = j.at("lr").get<double>();
     s.data_state = j.at("data");
   } catch (const nlohmann::json::exception& e) {
-    MOE_FAIL("{}: not a valid trainer state: {}", path, e.what());
+    MOE_USAGE_FAIL("{}: not a valid trainer state: {}", path, clip_text(e.what()));
+  }
+  MOE_USAGE_CHECK(s.step >= 0, "{}: step must be >= 0, found {}", path, s.step);
+  MOE_USAGE_CHECK(s.tokens_seen >= 0, "{}: tokens_seen must be >= 0, found {}", path,
+                  s.tokens_seen);
+  MOE_USAGE_CHECK(std::isfinite(s.lr) && s.lr >= 0, "{}: lr must be finite and >= 0, found {}",
+                  path, s.lr);
+  MOE_USAGE_CHECK(s.data_state.is_object(), "{}: data must be an object, found {}", path,
+                  s.data_state.type_name());
+  int64_t named_step = 0;
+  const std::string name = fs::path(dir).lexically_normal().filename().string();
+  if (parse_checkpoint_name(name, &named_step)) {
+    MOE_USAGE_CHECK(named_step == s.step, "{}: step {} does not match the checkpoint's name {}",
+                    path, s.step, name);
   }
   return s;
 }
 
 void load_training_state(const std::string& dir, MoeModel& model, OptimizerStateIO& optimizer) {
-  load_weights(model, (fs::path(dir) / "model.safetensors").string());
-  SafeTensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
-  optimizer.load(opt);
+  // A file that passed the manifest but does not parse, or does not fit the model, is bad input
+  // (exit code 2) like any damaged checkpoint.
+  try {
+    load_weights(model, (fs::path(dir) / "model.safetensors").string());
+    SafeTensorsReader opt((fs::path(dir) / "optimizer.safetensors").string());
+    optimizer.load(opt);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kUsage) throw;
+    MOE_USAGE_FAIL("checkpoint {} is damaged: {}", dir, e.what());
+  }
 }
 
 }  // namespace moe

@@ -46,6 +46,9 @@ struct TrainerState {
   nlohmann::json data_state;  // the training loader's resumable position and RNG state
 };
 
+// model.safetensors metadata key: hash_bytes of the tokenizer.model the model was trained with.
+constexpr const char* kTokenizerHashKey = "moe.tokenizer_hash";
+
 std::string checkpoint_name(int64_t step);  // "step_00000042"
 std::string checkpoints_root(const std::string& run_dir);  // <run_dir>/checkpoints
 
@@ -72,6 +75,8 @@ void prune_checkpoints(const std::string& run_dir, int64_t keep_last);
 // input, exit code 2) naming the checkpoint and the file otherwise.
 void verify_checkpoint(const std::string& checkpoint_dir);
 Config load_checkpoint_config(const std::string& checkpoint_dir);
+// Usage error (exit code 2) for anything malformed or out of range (step < 0, a step that does
+// not match the directory's name, a non-finite lr), before the caller changes anything.
 TrainerState load_trainer_state(const std::string& checkpoint_dir);
 // Restores the weights and the optimizer moments of a verified checkpoint.
 void load_training_state(const std::string& checkpoint_dir, MoeModel& model,

@@ -80,7 +80,12 @@ void write_file_synced(const std::string& path, const std::string& bytes) {
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  write_file_synced(tmp, bytes);
+  try {
+    write_file_synced(tmp, bytes);
+  } catch (...) {
+    std::remove(tmp.c_str());  // never leave a partial temporary behind (a full disk)
+    throw;
+  }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     std::remove(tmp.c_str());

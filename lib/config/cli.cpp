@@ -26,6 +26,10 @@ void add_run_options(CLI::App& app, CliOptions& opts) {
   app.add_option("--resume", opts.resume,
                  "continue the run in DIR (a run directory: its latest complete checkpoint; or "
                  "one checkpoint directory)");
+  app.add_option("--init-from", opts.init_from,
+                 "start a fresh run from a Hugging Face transformers checkpoint (qwen2_moe, "
+                 "mixtral, or a moe-spec export): its config.json replaces the model's "
+                 "architecture keys, its tensors the initial weights");
   app.add_option("--log-level", opts.log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_flag("--debug-sync", opts.debug_sync,

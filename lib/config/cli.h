@@ -20,6 +20,7 @@ struct CliOptions {
   bool dump_config = false;            // print the resolved YAML and exit 0
   bool dry_run = false;                // report sizes and cost, train nothing
   std::string resume;                  // --resume DIR: a run directory or one checkpoint
+  std::string init_from;               // --init-from HF_DIR: start from a transformers checkpoint
   std::string log_level = "info";
   bool debug_sync = false;             // synchronise the device after every op
 };

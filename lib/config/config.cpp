@@ -65,9 +65,10 @@ int64_t read_int(const std::string& key, const YAML::Node& node, const std::stri
 double read_double(const std::string& key, const YAML::Node& node, const std::string& where) {
   if (!node.IsScalar()) type_error(key, "a number", node, where);
   double v = 0;
-  if (!YAML::convert<double>::decode(node, v) || std::isnan(v)) {
-    type_error(key, "a number", node, where);
-  }
+  // .inf and .nan are refused here, where the file and line are known: no key takes them, and
+  // a config holding one could not be written back out and read again.
+  if (!YAML::convert<double>::decode(node, v)) type_error(key, "a number", node, where);
+  if (!std::isfinite(v)) type_error(key, "a finite number", node, where);
   return v;
 }
 
@@ -255,9 +256,12 @@ std::vector<Field> build_fields() {
   train.add_double("grad_clip", &TrainConfig::grad_clip);
   train.add_int("threads", &TrainConfig::threads);
   train.add_bool("recompute", &TrainConfig::recompute);
+  train.add_int("zero", &TrainConfig::zero);
+  train.add_double("grad_bucket_mb", &TrainConfig::grad_bucket_mb);
 
   FieldAdder<RunConfig> run{f, "run", &Config::run};
   run.add_string("out_dir", &RunConfig::out_dir);
+  run.add_double("step_timeout_s", &RunConfig::step_timeout_s);
   run.add_int("log_every", &RunConfig::log_every);
   run.add_int("eval_every", &RunConfig::eval_every);
   run.add_int("eval_batches", &RunConfig::eval_batches);

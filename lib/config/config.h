@@ -84,10 +84,17 @@ struct TrainConfig {
   double grad_clip = 1.0;          // 0: no clipping
   int64_t threads = 0;             // 0: all cores
   bool recompute = false;          // activation recomputation (CUDA, large configs)
+  // Multi-process training (docs/distributed.md); each rank runs batch_size x grad_accum
+  // sequences per step, so the global batch is world x batch_size x grad_accum.
+  int64_t zero = 0;                // 1: ZeRO-1, the AdamW moments sharded over the ranks
+  double grad_bucket_mb = 16;      // gradient all-reduce bucket (MiB of f32)
 };
 
 struct RunConfig {
   std::string out_dir = "runs/default";
+  // Multi-process runs: a rank that makes no progress (no step, validation or checkpoint
+  // finished) for this long ends itself, and so the job (a hung peer); 0: never.
+  double step_timeout_s = 1800;
   int64_t log_every = 10;
   int64_t eval_every = 100;
   int64_t eval_batches = 16;

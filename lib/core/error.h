@@ -23,6 +23,10 @@ class Error : public std::runtime_error {
   std::string where_;
 };
 
+// s, or when longer than max bytes its head and tail around "[... N bytes ...]": for quoting
+// input (a malformed 10 MB JSONL line) in a message. Error clips every message to 2000 bytes.
+std::string clip_text(const std::string& s, size_t max = 200);
+
 [[noreturn]] void raise(const char* file, int line, const std::string& msg);
 [[noreturn]] void raise_usage(const char* file, int line, const std::string& msg);
 

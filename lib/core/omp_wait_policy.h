@@ -20,4 +20,9 @@ namespace moe {
 // when nothing is to be done or when the re-exec fails (the program then runs with the default).
 void prefer_passive_omp_wait(char** argv);
 
+// Replaces the running image by a fresh one of the same program file with the same argv (the
+// path /proc/self/exe resolves to, so that the process keeps its name in ps and top). Returns
+// only when the exec failed.
+void reexec_self(char** argv);
+
 }  // namespace moe

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include "core/checked.h"
+
 namespace moe {
 
 size_t dtype_size(DType dtype) {
@@ -35,10 +37,25 @@ int64_t Tensor::dim(int i) const {
   return shape_[j];
 }
 
-int64_t Tensor::numel() const {
+namespace {
+// Element count of a shape; a shape whose count overflows int64 (a size from a config or a file
+// that passed no limit) is a usage error naming the shape, never a wrapped count.
+int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape_) n *= s;
+  for (int64_t s : shape) {
+    if (s < 0 || __builtin_mul_overflow(n, s, &n)) {
+      MOE_USAGE_FAIL("tensor shape {}: the element count does not fit in int64 (or an extent is "
+                     "negative)", shape_str(shape));
+    }
+  }
   return n;
+}
+}  // namespace
+
+int64_t Tensor::numel() const { return shape_numel(shape_); }
+
+size_t Tensor::nbytes() const {
+  return checked_mul<size_t>(static_cast<size_t>(numel()), dtype_size(dtype_), "tensor bytes");
 }
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
@@ -52,17 +69,16 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::reshape(Shape shape) const {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  const int64_t n = shape_numel(shape);
   MOE_CHECK(n == numel(), "cannot reshape {} to {}", shape_str(shape_), shape_str(shape));
   return Tensor(storage_, data_, std::move(shape), dtype_, device_);
 }
 
 Tensor Tensor::slice_flat(int64_t offset, Shape shape) const {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  MOE_CHECK(offset >= 0 && offset + n <= numel(), "flat slice [{}, {}) out of range for {}",
-            offset, offset + n, shape_str(shape_));
+  const int64_t n = shape_numel(shape);
+  MOE_CHECK(offset >= 0 && n <= numel() && offset <= numel() - n,
+            "flat slice of {} elements at offset {} out of range for {}",
+            n, offset, shape_str(shape_));
   char* base = static_cast<char*>(data_) + offset * dtype_size(dtype_);
   return Tensor(storage_, base, std::move(shape), dtype_, device_);
 }

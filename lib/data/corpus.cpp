@@ -144,8 +144,9 @@ void read_jsonl_file(const SourceFile& src, const std::string& field,
     nlohmann::json record;
     try {
       record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      MOE_USAGE_FAIL("{}: invalid JSON ({})", where, e.what());
+    } catch (const nlohmann::json::exception& e) {
+      // parse_error, or out_of_range for a number beyond double (found by fuzz_corpus_jsonl)
+      MOE_USAGE_FAIL("{}: invalid JSON ({})", where, clip_text(e.what()));
     }
     MOE_USAGE_CHECK(record.is_object(), "{}: expected a JSON object per line, found a {}", where,
                     record.type_name());

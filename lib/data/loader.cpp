@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "data/tokenizer.h"
 
@@ -122,9 +123,14 @@ Batch TrainLoader::next() {
   b.seq = opt_.seq_len;
   b.inputs.resize(static_cast<size_t>(b.batch * b.seq));
   b.targets.resize(static_cast<size_t>(b.batch * b.seq));
+  // The position comes from a checkpoint: every step of it is exact (a forged epoch can put it
+  // near the int64 limit).
+  const int64_t stride =
+      checked_mul<int64_t>(opt_.batch_size, opt_.world_size, "data loader stride");
+  const int64_t next = checked_add(position_, stride, "data loader position (checkpoint epoch)");
   const int64_t mine = position_ + opt_.rank * opt_.batch_size;
   for (int64_t r = 0; r < opt_.batch_size; ++r) fill_row(window_at(mine + r), r, b);
-  position_ += opt_.batch_size * opt_.world_size;
+  position_ = next;
   return b;
 }
 
@@ -140,7 +146,8 @@ void TrainLoader::restore(const LoaderState& s) {
   MOE_USAGE_CHECK(s.index >= 0 && s.index < n_windows_ && s.epoch >= 0,
                   "loader state out of range: epoch {}, index {} of {} windows", s.epoch, s.index,
                   n_windows_);
-  position_ = s.epoch * n_windows_ + s.index;
+  position_ = checked_add(checked_mul(s.epoch, n_windows_, "loader state: epoch x windows"),
+                          s.index, "loader state: epoch x windows + index");
 }
 
 ValidSet::ValidSet(const std::vector<std::string>& shard_paths, uint64_t fingerprint,

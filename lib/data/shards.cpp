@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "core/checked.h"
 #include "core/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -41,7 +42,13 @@ ShardHeader read_shard_header(const std::string& path) {
                   h.token_width, h.vocab_size);
   in.seekg(0, std::ios::end);
   const uint64_t file_bytes = static_cast<uint64_t>(in.tellg());
-  const uint64_t expected = sizeof(h) + h.token_count * h.token_width;
+  // Exact: a forged token_count whose byte count wraps modulo 2^64 would otherwise match a file
+  // holding only the header. The count must also fit the int64 positions the loader uses.
+  const std::string what = fmt::format("token shard {}: header token_count {}", path,
+                                       h.token_count);
+  checked_cast<int64_t>(h.token_count, what);
+  const uint64_t expected = checked_add<uint64_t>(
+      sizeof(h), checked_mul<uint64_t>(h.token_count, h.token_width, what), what);
   MOE_USAGE_CHECK(file_bytes == expected,
                   "token shard {} is {} bytes, its header says {} (truncated or corrupt)", path,
                   file_bytes, expected);

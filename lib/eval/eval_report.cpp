@@ -33,8 +33,15 @@ const char* output_type(TaskOutput o) {
 std::optional<double> zero_shot_average(const CheckpointReport& r, bool prefer_acc_norm) {
   double sum = 0;
   int n = 0;
-  for (const TaskResult& t : r.tasks) {
-    const MetricValue* m = prefer_acc_norm && t.find("acc_norm") ? t.find("acc_norm") : t.find("acc");
+  for (const ResultRow& row : result_rows(r.tasks, r.groups)) {
+    if (row.depth != 0) continue;
+    const MetricValue* m = nullptr;
+    if (row.is_group) {
+      m = r.groups[row.index].find("acc");
+    } else {
+      const TaskResult& t = r.tasks[row.index];
+      m = prefer_acc_norm && t.find("acc_norm") ? t.find("acc_norm") : t.find("acc");
+    }
     if (!m) continue;
     sum += m->value;
     ++n;
@@ -50,7 +57,17 @@ std::vector<FlatMetric> flatten(const CheckpointReport& r) {
     out.push_back({"perplexity", f + " ppl", p.perplexity, std::nullopt, false});
     out.push_back({"perplexity", f + " bits/byte", p.bits_per_byte, std::nullopt, false});
   }
-  for (const TaskResult& t : r.tasks) {
+  // Groups and the tasks in no group (MMLU's 57 subjects are in the JSON, not in the tables).
+  for (const ResultRow& row : result_rows(r.tasks, r.groups)) {
+    if (row.is_group) {
+      const GroupResult& g = r.groups[row.index];
+      for (const auto& [name, m] : g.metrics) {
+        out.push_back({"zero-shot", g.name + " " + name, m.value, m.stderr_value, true});
+      }
+      continue;
+    }
+    if (row.depth != 0) continue;
+    const TaskResult& t = r.tasks[row.index];
     for (const auto& [name, m] : t.metrics) {
       out.push_back({"zero-shot", t.name + " " + name, m.value, m.stderr_value, name != "perplexity"});
     }
@@ -79,8 +96,29 @@ nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s) {
   json j;
   json results = json::object(), configs = json::object(), versions = json::object();
   json nshot = json::object(), hib = json::object(), nsamples = json::object();
-  for (const TaskResult& t : r.tasks) {
-    json res = {{"name", t.name}, {"alias", t.name}, {"sample_len", t.n_effective}};
+  json groups_json = json::object(), group_subtasks = json::object();
+  for (const ResultRow& row : result_rows(r.tasks, r.groups)) {
+    if (row.is_group) {
+      const GroupResult& g = r.groups[row.index];
+      json res = {{"name", g.name}, {"alias", row_alias(row.depth == 0 ? g.name : g.alias, row.depth)},
+                  {"sample_len", g.n}};
+      json h = json::object();
+      for (const auto& [name, m] : g.metrics) {
+        res[name + ",none"] = m.value;
+        res[name + "_stderr,none"] = num_or_na(m.stderr_value);
+        h[name] = true;
+      }
+      results[g.name] = res;
+      groups_json[g.name] = res;
+      group_subtasks[g.name] = g.subtasks;
+      versions[g.name] = g.version;
+      hib[g.name] = h;
+      continue;
+    }
+    const TaskResult& t = r.tasks[row.index];
+    json res = {{"name", t.name},
+                {"alias", row_alias(row.depth == 0 ? t.name : task_alias(t), row.depth)},
+                {"sample_len", t.n_effective}};
     json h = json::object();
     for (const auto& [name, m] : t.metrics) {
       res[name + ",none"] = m.value;
@@ -88,22 +126,30 @@ nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s) {
       h[name] = name != "perplexity";
     }
     results[t.name] = res;
-    configs[t.name] = {{"task", t.name},
-                       {"dataset_path", t.source},
-                       {"test_split", t.split},
-                       {"output_type", output_type(t.output)},
-                       {"target_delimiter", " "},
-                       {"fewshot_delimiter", "\n\n"},
-                       {"num_fewshot", 0},
-                       {"metadata", {{"version", t.version}}}};
+    json cfg = {{"task", t.name}};
+    if (!t.dataset_name.empty()) cfg["dataset_name"] = t.dataset_name;
+    cfg["dataset_path"] = t.source;
+    cfg["test_split"] = t.split;
+    if (!t.description.empty()) {
+      cfg["fewshot_split"] = "dev";
+      cfg["description"] = t.description;
+      cfg["fewshot_config"] = {{"sampler", "first_n"}};
+    }
+    cfg["output_type"] = output_type(t.output);
+    cfg["target_delimiter"] = " ";
+    cfg["fewshot_delimiter"] = "\n\n";
+    cfg["num_fewshot"] = t.num_fewshot;
+    cfg["metadata"] = {{"version", t.version}};
+    configs[t.name] = cfg;
     if (!t.note.empty()) configs[t.name]["moeeval_note"] = t.note;
     versions[t.name] = t.version;
-    nshot[t.name] = 0;
+    nshot[t.name] = t.num_fewshot;
     hib[t.name] = h;
     nsamples[t.name] = {{"original", t.n_original}, {"effective", t.n_effective}};
   }
   j["results"] = results;
-  j["group_subtasks"] = json::object();
+  if (!groups_json.empty()) j["groups"] = groups_json;
+  j["group_subtasks"] = group_subtasks;
   j["configs"] = configs;
   j["versions"] = versions;
   j["n-shot"] = nshot;
@@ -155,6 +201,26 @@ nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s) {
   ScoringStats zs;
   for (const TaskResult& t : r.tasks) zs.add(t.stats);
   const auto avg = zero_shot_average(r, false), avg_norm = zero_shot_average(r, true);
+  // Speed per group and per task in no group: questions (samples) per second as moeinfer's
+  // serving mode will time them, and seconds per question.
+  json speed = json::object();
+  auto speed_entry = [](int64_t n, const ScoringStats& st) {
+    return json{{"samples", n},
+                {"seconds", st.seconds},
+                {"samples_per_second", st.seconds > 0 ? n / st.seconds : 0.0},
+                {"seconds_per_sample", n > 0 ? st.seconds / static_cast<double>(n) : 0.0},
+                {"tokens_per_second", st.tokens_per_second()},
+                {"computed_tokens_per_second", st.computed_tokens_per_second()}};
+  };
+  for (const ResultRow& row : result_rows(r.tasks, r.groups)) {
+    if (row.is_group) {
+      const GroupResult& g = r.groups[row.index];
+      speed[g.name] = speed_entry(g.n, g.stats);
+    } else if (row.depth == 0) {
+      const TaskResult& t = r.tasks[row.index];
+      speed[t.name] = speed_entry(t.n_effective, t.stats);
+    }
+  }
   j["moeeval"] = {{"checkpoint", r.checkpoint},
                   {"step", r.step},
                   {"arch", r.arch},
@@ -173,7 +239,8 @@ nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s) {
                   {"zero_shot_kv_cache", s.kv_cache},
                   {"zero_shot_forward_passes", zs.forward_passes},
                   {"zero_shot_rows", zs.rows},
-                  {"zero_shot_requests", zs.requests}};
+                  {"zero_shot_requests", zs.requests},
+                  {"zero_shot_speed", speed}};
   return j;
 }
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/perplexity.h"
+#include "eval/task_groups.h"
 #include "eval/zero_shot.h"
 
 namespace moe::eval {
@@ -26,6 +27,7 @@ struct CheckpointReport {
   std::string arch, losses;
   int64_t params_total = 0, params_active = 0, max_length = 0;
   std::vector<TaskResult> tasks;
+  std::vector<GroupResult> groups;  // aggregate_groups(tasks)
   std::vector<PerplexityResult> ppl;
   std::vector<RoutingEvalResult> routing;
   double seconds = 0;
@@ -47,8 +49,9 @@ struct FlatMetric {
 };
 std::vector<FlatMetric> flatten(const CheckpointReport& r);
 
-// Zero-shot averages over the tasks run: acc over every task; acc_norm where a task reports
-// it, its acc otherwise. nullopt without tasks.
+// Zero-shot averages over the tasks run, a group (mmlu) counting as one task and its subtasks not
+// at all: acc over every task; acc_norm where a task reports it, its acc otherwise. nullopt
+// without tasks.
 std::optional<double> zero_shot_average(const CheckpointReport& r, bool prefer_acc_norm);
 
 nlohmann::json report_to_json(const CheckpointReport& r, const RunSettings& s);

@@ -233,7 +233,8 @@ void run_cached(Pass& ps, std::vector<std::vector<const Row*>> groups) {
 }
 
 // Rows by identical context (input before `first`): groups of two or more with a non-empty
-// context, in the order of their first row; the other rows in `single`.
+// context, and lone rows whose context is at least 4x their scored positions, in the order of
+// their first row; the other rows in `single`.
 std::vector<std::vector<const Row*>> group_by_context(const std::vector<Row>& rows,
                                                       const std::vector<TokenRequest>& reqs,
                                                       std::vector<const Row*>& single) {
@@ -258,7 +259,12 @@ std::vector<std::vector<const Row*>> group_by_context(const std::vector<Row>& ro
   std::sort(found.begin(), found.end());  // by first row index: request order, deterministic
   std::vector<std::vector<const Row*>> groups;
   for (const auto& f : found) {
-    if (f.size() >= 2 && rows[f[0]].first > 0) {
+    // A lone row goes through the cache too when its context dwarfs its scored positions (MMLU's
+    // four one-token answers share one row; lambada's last word): prefill computes no
+    // vocabulary head, so the head and the host copy of logits shrink to the scored positions.
+    const Row& head = rows[f[0]];
+    const bool lone_long_context = f.size() == 1 && 4 * (head.n - head.first) <= head.first;
+    if ((f.size() >= 2 || lone_long_context) && head.first > 0) {
       groups.emplace_back();
       for (size_t i : f) groups.back().push_back(&rows[i]);
     } else {

@@ -9,7 +9,9 @@
 // KV cache (when the model has one and it is not switched off): rows are grouped by identical
 // context (the choices of a multiple-choice question share the question's tokens; left
 // truncation or differing contexts give groups of one). Every group of two or more rows with a
-// non-empty context is scored incrementally:
+// non-empty context, and every lone row whose context is at least 4x as long as its scored
+// positions (MMLU: one row serves the four one-token answers; lambada's last word), is scored
+// incrementally:
 //   1. context pass (ScoringModel::prefill): the distinct contexts, longest first, as many per
 //      pass as max_tokens() allows (each context once, right-padded to the longest of its pass);
 //   2. continuation passes (ScoringModel::forward_cached): each row's positions [first, n) only,
@@ -20,8 +22,9 @@
 //   grid's 65535 (row, head) pairs).
 // The model cannot tell the difference (a continuation token attends to the same keys and values
 // as in the full row), so the scores equal those of the plain path up to fp32 rounding; the
-// shared context is computed once instead of once per choice. Rows in groups of one (lambada,
-// perplexity windows, winogrande's distinct contexts) take the plain path.
+// shared context is computed once instead of once per choice, and a lone row's context skips
+// the vocabulary head (prefill computes none) and the copy of its logits to the host. The other
+// rows (perplexity windows, winogrande's distinct contexts, short contexts) take the plain path.
 //
 // Plain path: up to max_rows() rows per forward pass, longest first (as the harness orders
 // them), each right-padded to the longest row of its pass; padded positions carry target -1 and

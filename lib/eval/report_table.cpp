@@ -26,26 +26,63 @@ std::string pad(const std::string& s, size_t width, bool right) {
   return right ? std::string(width - len, ' ') + s : s + std::string(width - len, ' ');
 }
 
+std::string speed_text(int64_t n, const ScoringStats& st) {
+  if (st.seconds <= 0 || n <= 0) return "not timed";
+  return fmt::format("{:.1f} questions/s ({:.1f} ms/question), {:.0f} tokens/s ({:.0f} computed)",
+                     static_cast<double>(n) / st.seconds, 1000.0 * st.seconds / static_cast<double>(n),
+                     st.tokens_per_second(), st.computed_tokens_per_second());
+}
+
+std::vector<std::string> metric_row(const std::string& label, const std::string& version,
+                                    const std::string& shots, const std::string& name,
+                                    const MetricValue& m, bool first) {
+  const bool up = name != "perplexity";
+  return {first ? label : "", first ? version : "", first ? "none" : "", first ? shots : "", name,
+          up ? "↑" : "↓", fmt_value(m.value), "±",
+          m.stderr_value ? fmt_value(*m.stderr_value) : "N/A"};
+}
+
+// The harness's results table: every task and group (groups with an empty n-shot), members
+// indented under their group; then its "Groups" table when there are groups.
 std::string task_table(const CheckpointReport& r) {
-  std::vector<std::vector<std::string>> rows;
-  for (const TaskResult& t : r.tasks) {
+  const std::vector<std::string> header = {"Tasks", "Version", "Filter", "n-shot", "Metric", "",
+                                           "Value", "", "Stderr"};
+  const std::vector<bool> right = {false, true, false, true, false, false, true, false, true};
+  std::vector<std::vector<std::string>> rows, group_rows;
+  const std::vector<ResultRow> order = result_rows(r.tasks, r.groups);
+  for (const ResultRow& row : order) {
     bool first = true;
+    if (row.is_group) {
+      const GroupResult& g = r.groups[row.index];
+      const std::string label = row_alias(row.depth == 0 ? g.name : g.alias, row.depth);
+      for (const auto& [name, m] : g.metrics) {
+        rows.push_back(metric_row(label, fmt::format("{:g}", g.version), "", name, m, first));
+        group_rows.push_back(metric_row(label, fmt::format("{:g}", g.version), "", name, m, first));
+        first = false;
+      }
+      continue;
+    }
+    const TaskResult& t = r.tasks[row.index];
+    const std::string label = row_alias(row.depth == 0 ? t.name : task_alias(t), row.depth);
     for (const auto& [name, m] : t.metrics) {
-      const bool up = name != "perplexity";
-      rows.push_back({first ? t.name : "", first ? fmt::format("{:g}", t.version) : "",
-                      first ? "none" : "", first ? "0" : "", name, up ? "↑" : "↓",
-                      fmt_value(m.value), "±", m.stderr_value ? fmt_value(*m.stderr_value) : "N/A"});
+      rows.push_back(metric_row(label, fmt::format("{:g}", t.version),
+                                std::to_string(t.num_fewshot), name, m, first));
       first = false;
     }
   }
-  std::string out = format_table({"Tasks", "Version", "Filter", "n-shot", "Metric", "", "Value", "",
-                                  "Stderr"},
-                                 rows, {false, true, false, true, false, false, true, false, true});
-  for (const TaskResult& t : r.tasks) {
-    out += fmt::format("  {}: {} of {} documents from {}{}; {:.0f} tokens/s ({:.0f} computed)\n",
-                       t.name, t.n_effective, t.n_original, t.source,
-                       t.note.empty() ? "" : " (" + t.note + ")", t.stats.tokens_per_second(),
-                       t.stats.computed_tokens_per_second());
+  std::string out = format_table(header, rows, right);
+  if (!group_rows.empty()) out += "\n" + format_table(header, group_rows, right);
+  for (const ResultRow& row : order) {
+    if (row.is_group && row.depth == 0) {
+      const GroupResult& g = r.groups[row.index];
+      out += fmt::format("  {}: {} questions in {} subtasks; {}\n", g.name, g.n, g.subtasks.size(),
+                         speed_text(g.n, g.stats));
+    } else if (!row.is_group && row.depth == 0) {
+      const TaskResult& t = r.tasks[row.index];
+      out += fmt::format("  {}: {} of {} documents from {}{}; {}\n", t.name, t.n_effective,
+                         t.n_original, t.source, t.note.empty() ? "" : " (" + t.note + ")",
+                         speed_text(t.n_effective, t.stats));
+    }
   }
   return out;
 }

@@ -75,7 +75,7 @@ std::vector<JsonLine> read_jsonl(const std::string& path) {
       jl.value = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       MOE_USAGE_FAIL("{}:{}: not valid JSON ({}); expected one JSON object per line", path,
-                     jl.line, e.what());
+                     jl.line, clip_text(e.what()));
     }
     MOE_USAGE_CHECK(jl.value.is_object(), "{}:{}: expected a JSON object, found {}", path, jl.line,
                     jl.value.type_name());
@@ -107,7 +107,7 @@ int64_t json_int(const nlohmann::json& obj, const std::string& key, const std::s
     } catch (const std::exception&) {
     }
   }
-  MOE_USAGE_FAIL("{}: field '{}' should be an integer, found {}", where, key, it->dump());
+  MOE_USAGE_FAIL("{}: field '{}' should be an integer, found {}", where, key, clip_text(it->dump()));
 }
 
 std::vector<std::string> json_string_array(const nlohmann::json& obj, const std::string& key,
@@ -119,7 +119,7 @@ std::vector<std::string> json_string_array(const nlohmann::json& obj, const std:
   std::vector<std::string> out;
   for (const auto& v : *it) {
     MOE_USAGE_CHECK(v.is_string(), "{}: field '{}' should hold only strings, found {}", where,
-                    key, v.dump());
+                    key, clip_text(v.dump()));
     out.push_back(v.get<std::string>());
   }
   return out;

@@ -1,6 +1,7 @@
 // Harness metrics, stderr and the CPython-compatible bootstrap (see task_metrics.h).
 #include "eval/task_metrics.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -44,6 +45,20 @@ ChoiceScores score_choices(const std::vector<double>& lls, const std::vector<dou
   s.acc = argmax_first(lls) == gold ? 1.0 : 0.0;
   s.acc_norm = argmax_first(norm) == gold ? 1.0 : 0.0;
   return s;
+}
+
+double mc2_score(const std::vector<double>& lls, const std::vector<int>& labels) {
+  MOE_CHECK(!lls.empty() && lls.size() == labels.size(), "mc2: {} log-likelihoods, {} labels",
+            lls.size(), labels.size());
+  double top = lls[0];
+  for (double ll : lls) top = std::max(top, ll);
+  double all = 0, true_mass = 0;
+  for (size_t i = 0; i < lls.size(); ++i) {
+    const double p = std::exp(lls[i] - top);
+    all += p;
+    if (labels[i] == 1) true_mass += p;
+  }
+  return true_mass / all;
 }
 
 double perplexity_from_lls(const std::vector<double>& lls) { return std::exp(-mean_of(lls)); }

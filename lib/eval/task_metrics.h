@@ -27,6 +27,12 @@ struct ChoiceScores {
 ChoiceScores score_choices(const std::vector<double>& lls, const std::vector<double>& choice_chars,
                            int64_t gold);
 
+// TruthfulQA MC2 (truthfulqa/utils.py process_results_mc2, v0.4.9+): p_i = exp(ll_i) /
+// sum_j exp(ll_j) over all choices, summed over the choices with label 1. Computed as
+// exp(ll_i - max ll) so that very negative log-likelihoods do not underflow to 0/0 (the harness
+// exponentiates directly; where its result is finite the two agree to rounding).
+double mc2_score(const std::vector<double>& lls, const std::vector<int>& labels);
+
 // exp(-mean(lls)): the harness's "perplexity" aggregation (lambada).
 double perplexity_from_lls(const std::vector<double>& lls);
 // Bootstrap stderr of perplexity_from_lls; nullopt when iters < 1000... or fewer than 2 docs.

@@ -126,7 +126,7 @@ Task read_boolq(const std::string& path) {
     if (jl.value.contains("answer")) {  // Google's release: "answer": true/false
       const auto& a = jl.value["answer"];
       MOE_USAGE_CHECK(a.is_boolean(), "{}: field 'answer' should be true/false, found {}", at,
-                      a.dump());
+                      clip_text(a.dump()));
       label = a.get<bool>() ? 1 : 0;
     } else {  // SuperGLUE: "label": 0/1
       label = json_int(jl.value, "label", at);
@@ -148,7 +148,7 @@ Task read_sciq(const std::string& path) {
     try {
       arr = nlohmann::json::parse(read_task_file(path));
     } catch (const nlohmann::json::exception& e) {
-      MOE_USAGE_FAIL("{}: not valid JSON ({}); expected the SciQ JSON array", path, e.what());
+      MOE_USAGE_FAIL("{}: not valid JSON ({}); expected the SciQ JSON array", path, clip_text(e.what()));
     }
     MOE_USAGE_CHECK(arr.is_array() && !arr.empty(), "{}: expected a non-empty JSON array", path);
     for (size_t i = 0; i < arr.size(); ++i) items.push_back({static_cast<int64_t>(i) + 1, arr[i]});

@@ -28,6 +28,9 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
   res.note = task.note;
   res.output = task.output;
   res.version = task.version;
+  res.num_fewshot = task.num_fewshot;
+  res.dataset_name = task.dataset_name;
+  res.description = task.description;
   res.n_original = static_cast<int64_t>(task.docs.size());
   res.n_effective = n_docs;
   std::vector<double> acc, acc_norm, lls;
@@ -36,28 +39,51 @@ TaskResult aggregate_task(const Task& task, int64_t n_docs,
     const TaskDoc& doc = task.docs[d];
     std::vector<double> doc_lls;
     bool greedy = true;
+    SampleRecord rec;
+    rec.doc_id = d;
+    rec.gold = doc.gold;
+    rec.n_chars = doc.choice_chars;
     for (size_t r = 0; r < doc.requests.size(); ++r) {
       MOE_CHECK(next < scores.size(), "aggregate: {} scores for the requests of {} documents",
                 scores.size(), n_docs);
       doc_lls.push_back(scores[next].ll);
       greedy = greedy && scores[next].greedy;
+      if (r == 0) rec.prompt = doc.requests[r].context;
+      rec.choices.push_back(doc.requests[r].continuation);
+      rec.greedy.push_back(scores[next].greedy);
+      rec.n_tokens.push_back(scores[next].n_targets);
       ++next;
     }
+    rec.lls = doc_lls;
     switch (task.output) {
       case TaskOutput::kMultipleChoice: {
+        if (task.metric == TaskMetric::kMc2) {
+          acc.push_back(mc2_score(doc_lls, doc.labels));
+          break;
+        }
         const ChoiceScores s = score_choices(doc_lls, doc.choice_chars, doc.gold);
         acc.push_back(s.acc);
         acc_norm.push_back(s.acc_norm);
+        std::vector<double> normed(doc_lls.size());
+        for (size_t i = 0; i < normed.size(); ++i) normed[i] = doc_lls[i] / doc.choice_chars.at(i);
+        rec.pred = argmax_first(doc_lls);
+        rec.pred_norm = argmax_first(normed);
+        rec.acc = s.acc;
+        rec.acc_norm = s.acc_norm;
         break;
       }
       case TaskOutput::kMultipleInput:
         acc.push_back(argmax_first(doc_lls) == doc.gold ? 1.0 : 0.0);
+        rec.pred = argmax_first(doc_lls);
+        rec.acc = acc.back();
         break;
       case TaskOutput::kLoglikelihood:
         lls.push_back(doc_lls.at(0));
         acc.push_back(greedy ? 1.0 : 0.0);
+        rec.acc = acc.back();
         break;
     }
+    res.samples.push_back(std::move(rec));
   }
   MOE_CHECK(next == scores.size(), "aggregate: {} scores left over", scores.size() - next);
   if (task.output == TaskOutput::kLoglikelihood) {

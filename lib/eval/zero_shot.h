@@ -18,15 +18,36 @@ struct MetricValue {
   std::optional<double> stderr_value;  // nullopt -> "N/A"
 };
 
+// One document's scores, for moeeval --log-samples (the fields of the harness's samples files).
+struct SampleRecord {
+  int64_t doc_id = 0;
+  std::string prompt;                  // the first request's context
+  std::vector<std::string> choices;    // each request's continuation
+  std::vector<double> lls;             // log-likelihood of each choice
+  std::vector<bool> greedy;            // every token of the choice is the argmax
+  std::vector<int64_t> n_tokens;       // scored tokens of each choice
+  std::vector<double> n_chars;         // code points of each choice (acc_norm's divisor)
+  int64_t gold = 0;
+  int64_t pred = -1, pred_norm = -1;   // argmax of ll, of ll / chars (-1: not this task kind)
+  double acc = 0, acc_norm = 0;        // acc_norm only for multiple-choice tasks
+};
+
 struct TaskResult {
   std::string name, split, source, note;
   TaskOutput output = TaskOutput::kMultipleChoice;
   double version = 1.0;
+  int64_t num_fewshot = 0;
+  std::string dataset_name, description;  // MMLU's subject and description (configs)
   int64_t n_original = 0, n_effective = 0;
   // In the harness's key order: acc, acc_norm (multiple choice); perplexity, acc (lambada).
   std::vector<std::pair<std::string, MetricValue>> metrics;
   ScoringStats stats;
+  std::vector<SampleRecord> samples;  // one per scored document, in order
   const MetricValue* find(const std::string& metric) const;
+  // Questions scored per second, and seconds per question (0 when nothing was timed).
+  double samples_per_second() const {
+    return stats.seconds > 0 ? static_cast<double>(n_effective) / stats.seconds : 0.0;
+  }
 };
 
 struct ZeroShotOptions {

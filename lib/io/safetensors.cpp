@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace moe {
@@ -126,9 +127,8 @@ uint16_t f32_to_bf16(float value) {
 }
 
 int64_t SafeTensorInfo::numel() const {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
+  return checked_numel(shape, fmt::format("safetensors tensor \"{}\" shape {}", name,
+                                          shape_str(shape)));
 }
 
 // ---- reader ------------------------------------------------------------------------------------
@@ -174,7 +174,8 @@ void SafeTensorsReader::parse_header(uint64_t header_len) {
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, text + header_len);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, or out_of_range for a number beyond double (found by fuzz_corpus_jsonl)
     MOE_FAIL("{}: safetensors header is not valid JSON ({} bytes): {}", path_, header_len,
              e.what());
   }
@@ -219,7 +220,10 @@ void SafeTensorsReader::parse_header(uint64_t header_len) {
     MOE_CHECK(info.end <= data_size_,
               "{}: data_offsets end {} beyond the {} bytes of data (file truncated?)", ctx,
               info.end, data_size_);
-    const uint64_t expected = static_cast<uint64_t>(info.numel()) * st_dtype_size(info.dtype);
+    // Exact byte count: a shape whose count or byte size wraps modulo 2^64 could otherwise match
+    // a small data span and pass this check.
+    const uint64_t expected = checked_mul<uint64_t>(static_cast<uint64_t>(info.numel()),
+                                                    st_dtype_size(info.dtype), ctx);
     MOE_CHECK(info.end - info.begin == expected,
               "{}: data_offsets span {} bytes but shape {} of {} needs {}", ctx,
               info.end - info.begin, shape_str(info.shape), st_dtype_name(info.dtype), expected);
@@ -324,15 +328,12 @@ void SafeTensorsWriter::add(const std::string& name, StDType dtype, const Shape&
   MOE_CHECK(!name.empty() && name != "__metadata__", "safetensors: invalid tensor name \"{}\"",
             name);
   MOE_CHECK(!tensors_.count(name), "safetensors: tensor \"{}\" added twice", name);
-  int64_t n = 1;
-  for (int64_t s : shape) {
-    MOE_CHECK(s >= 0, "safetensors: tensor \"{}\" has negative dimension in {}", name,
-              shape_str(shape));
-    n *= s;
-  }
-  MOE_CHECK(nbytes == static_cast<size_t>(n) * st_dtype_size(dtype),
-            "safetensors: tensor \"{}\" {} of {} needs {} bytes, given {}", name, shape_str(shape),
-            st_dtype_name(dtype), static_cast<size_t>(n) * st_dtype_size(dtype), nbytes);
+  const std::string what = fmt::format("safetensors: tensor \"{}\" shape {}", name,
+                                       shape_str(shape));
+  const size_t needed = checked_mul<size_t>(static_cast<size_t>(checked_numel(shape, what)),
+                                            st_dtype_size(dtype), what);
+  MOE_CHECK(nbytes == needed, "safetensors: tensor \"{}\" {} of {} needs {} bytes, given {}", name,
+            shape_str(shape), st_dtype_name(dtype), needed, nbytes);
   Entry e{dtype, shape, std::vector<uint8_t>(nbytes)};
   if (nbytes) std::memcpy(e.bytes.data(), data, nbytes);
   tensors_.emplace(name, std::move(e));

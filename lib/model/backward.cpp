@@ -27,6 +27,7 @@ void MoeModel::backward(float loss_scale) {
                      m.lm_head.compute(), false);
   be.rms_norm_backward(dh, m.final_gain.grad, dfinal, head_rows(m.hidden[c.n_layers], N),
                        m.final_gain.compute(), head_rows(m.final_rstd, N), false);
+  if (backward_hook_) backward_hook_(c.n_layers);
 
   if (m.n_moe_layers > 0 && loss_cfg_.has("cp")) {
     Tensor dmasses = g.dmasses.slice_flat(0, {m.n_moe_layers, N});
@@ -53,8 +54,10 @@ void MoeModel::backward(float loss_scale) {
                          layer.ffn_gain.compute(), head_rows(layer.act.ffn_rstd, N),
                          /*accumulate_dx=*/true);
     attention_backward(m, c, be, layer, head_rows(m.hidden[layer.index], N));
+    if (backward_hook_) backward_hook_(layer.index);
   }
   be.embedding_backward(m.embed.grad, dh, head_rows(m.ids, N));
+  if (backward_hook_) backward_hook_(-1);
 }
 
 }  // namespace moe

@@ -100,7 +100,10 @@ void allocate_grad_scratch(GradScratch& g, Allocator& al, const Dims& x, int64_t
   }
   if (n_moe == 0) return;
   g.dy_perm = al.act({x.R, x.d});
-  g.dz_e = al.act({x.R, x.f});
+  // f32 even in bf16 runs: the sp gradient (~1e-3 of the main-path dz at the paper's scale, below
+  // half a bf16 unit) is added here, so the sum must not be rounded before swiglu_backward reads
+  // it (issue 17). The grouped GEMM writes its fp32 accumulator straight into it.
+  g.dz_e = al.stat({x.R, x.f});
   g.dgate_e = al.act({x.R, x.f});
   g.dup_e = al.act({x.R, x.f});
   g.dx_perm = al.act({x.R, x.d});

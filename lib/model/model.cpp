@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 
+#include "core/checked.h"
 #include "io/safetensors.h"
 #include "model/model_impl.h"
 #include "model/param_count.h"
@@ -63,7 +64,7 @@ class ParamBuilder {
     const int64_t offset = used_[kDecay];
     Weight w = carve(kDecay, big, with_lowp_);
     if (!placing()) return w;
-    const int64_t each = shape[0] * shape[1];
+    const int64_t each = checked_numel(shape, prefix + "*" + suffix);
     for (int64_t e = 0; e < n_experts; ++e) {
       Param p;
       p.name = prefix + std::to_string(e) + suffix;
@@ -97,10 +98,10 @@ class ParamBuilder {
 
   // The next shape_numel(shape) elements of `group` (views when placing).
   Weight carve(int group, const Shape& shape, bool lowp) {
-    int64_t n = 1;
-    for (int64_t s : shape) n *= s;
+    // Sizes come from the config: counts are exact or a usage error (see core/checked.h).
+    const int64_t n = checked_numel(shape, "model parameter of shape " + shape_str(shape));
     const int64_t offset = used_[group];
-    used_[group] += n;
+    used_[group] = checked_add(used_[group], n, "model parameter count");
     Weight w;
     if (!placing()) return w;
     const ParamGroup& g = (*groups_)[static_cast<size_t>(group)];
@@ -197,14 +198,14 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
                    int64_t max_batch, int64_t seq, DType compute_dtype, bool recompute)
     : cfg_(model), loss_cfg_(loss), backend_(backend) {
   check_model_config(cfg_, loss_cfg_, max_batch, seq, compute_dtype);
-  impl_ = new Impl();
+  impl_ = std::make_unique<Impl>();
   Impl& m = *impl_;
   m.act = compute_dtype;
   m.stat = compute_dtype == DType::kF64 ? DType::kF64 : DType::kF32;
   m.recompute = recompute;
   m.max_batch = max_batch;
   m.max_seq = seq;
-  m.cap_tokens = max_batch * seq;
+  m.cap_tokens = checked_mul(max_batch, seq, "model: micro-batch tokens (batch x seq)");
   m.vocab = cfg_.vocab_size;
 
   const ModelConfig& c = cfg_;
@@ -276,7 +277,7 @@ MoeModel::MoeModel(const ModelConfig& model, const LossConfig& loss, Backend& ba
   plan_buffers(m, cfg_, backend_);
 }
 
-MoeModel::~MoeModel() { delete impl_; }
+MoeModel::~MoeModel() = default;
 
 Param& MoeModel::param(const std::string& name) {
   for (Param& p : params_) {
@@ -370,6 +371,26 @@ void MoeModel::update_balance_bias(float gamma) {
     backend_.balance_bias_update(layer.balance_bias, layer.expert_load, gamma);
     backend_.fill(layer.expert_load, 0.0);
   }
+}
+
+std::vector<Tensor> MoeModel::balance_loads() {
+  std::vector<Tensor> out;
+  for (Layer& layer : impl_->layers) {
+    if (layer.is_moe && layer.expert_load.defined()) out.push_back(layer.expert_load);
+  }
+  return out;
+}
+
+void MoeModel::set_backward_hook(std::function<void(int64_t)> hook) {
+  backward_hook_ = std::move(hook);
+}
+
+int64_t MoeModel::backward_part(const Param& p) const {
+  static const std::string layers = "model.layers.";
+  if (p.name.rfind(layers, 0) == 0) return std::stoll(p.name.substr(layers.size()));
+  // The embedding (also the tied head) is finished last; the final norm and an untied head first.
+  if (p.name.rfind("model.embed_tokens.", 0) == 0) return -1;
+  return cfg_.n_layers;
 }
 
 }  // namespace moe

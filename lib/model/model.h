@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,13 @@ class MoeModel {
   // Accumulates d(total loss * loss_scale)/d(param) into every Param::grad.
   void backward(float loss_scale = 1.0f);
   void zero_grad();
+  // Called by backward() each time a part's parameter gradients are final: n_layers after the
+  // head (final norm, untied lm_head), l after transformer layer l, -1 after the embedding (last).
+  // The trainer starts reducing finished gradient buckets there while backward continues.
+  // An empty function removes the hook.
+  void set_backward_hook(std::function<void(int64_t part)> hook);
+  // The part (as above) whose backward finalises parameter `p`'s gradient.
+  int64_t backward_part(const Param& p) const;
 
   // ---- eval: the incremental forward over a KV cache (no gradients; model/kv_cache.cpp) -------
   // Scoring several continuations of one context computes the context once: prefill_cache runs
@@ -139,6 +147,9 @@ class MoeModel {
   // After a step with balance = bias: updates each layer's bias from the loads accumulated by
   // the forward passes since the last call, then clears the loads.
   void update_balance_bias(float gamma);
+  // The per-expert loads update_balance_bias() will read, one [E] tensor per MoE layer: the
+  // trainer sums them over data-parallel ranks first, so the bias sees the global load.
+  std::vector<Tensor> balance_loads();
 
   // Refreshes every Param::lowp (bf16 compute copy) from its master value; call after changing
   // values outside adamw_step (loading weights, initialisation does it itself). No-op on f32/f64.
@@ -156,7 +167,9 @@ class MoeModel {
   Backend& backend_;
   std::vector<Param> params_;
   std::vector<ParamGroup> groups_;
-  Impl* impl_ = nullptr;
+  std::function<void(int64_t)> backward_hook_;
+  // Owned: a constructor that throws (a usage error on an overflowing size) must not leak it.
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace moe

@@ -144,6 +144,39 @@ void RoutingAccumulator::clear() {
   pairs_.clear();
 }
 
+std::vector<double> RoutingAccumulator::pack() const {
+  std::vector<double> out = {static_cast<double>(n_tokens_)};
+  for (const auto& l : layers_) {
+    out.insert(out.end(), {l.entropy, l.topk_mass, l.sp});
+    out.insert(out.end(), l.load.begin(), l.load.end());
+    out.insert(out.end(), l.prob.begin(), l.prob.end());
+  }
+  for (const auto& p : pairs_) {
+    out.insert(out.end(), p.counts.begin(), p.counts.end());
+    out.insert(out.end(), p.top1_counts.begin(), p.top1_counts.end());
+  }
+  return out;
+}
+
+void RoutingAccumulator::unpack(const std::vector<double>& sums) {
+  MOE_CHECK(sums.size() == pack().size(), "RoutingAccumulator::unpack: {} values for an "
+            "accumulator of {}", sums.size(), pack().size());
+  size_t i = 0;
+  auto next_int = [&]() { return static_cast<int64_t>(std::llround(sums[i++])); };
+  n_tokens_ = next_int();
+  for (auto& l : layers_) {
+    l.entropy = sums[i++];
+    l.topk_mass = sums[i++];
+    l.sp = sums[i++];
+    for (auto& x : l.load) x = next_int();
+    for (auto& x : l.prob) x = sums[i++];
+  }
+  for (auto& p : pairs_) {
+    for (auto& x : p.counts) x = next_int();
+    for (auto& x : p.top1_counts) x = next_int();
+  }
+}
+
 void RoutingAccumulator::start(const std::vector<LayerRouting>& routing) {
   layers_.resize(routing.size());
   for (size_t l = 0; l < routing.size(); ++l) {

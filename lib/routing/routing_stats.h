@@ -91,6 +91,11 @@ class RoutingAccumulator {
   RoutingSummary finish() const;
   int64_t n_tokens() const { return n_tokens_; }
   void clear();
+  // Every sum as one vector of doubles (counts are exact below 2^53), and back: accumulators
+  // of several ranks with the same layers combine by summing their packs element-wise
+  // (Communicator::all_reduce_sum_host) and unpacking the sum into any of them.
+  std::vector<double> pack() const;
+  void unpack(const std::vector<double>& sums);
 
  private:
   struct LayerSums {

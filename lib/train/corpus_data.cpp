@@ -1,7 +1,12 @@
 // The adapter from lib/data's prepared shards and loaders to the trainer's TrainingData.
 #include "train/corpus_data.h"
 
+#include <algorithm>
+#include <fstream>
+
 #include <spdlog/spdlog.h>
+
+#include "checkpoint/checkpoint.h"
 
 #include "data/loader.h"
 #include "data/prepare.h"
@@ -40,6 +45,26 @@ class CorpusData final : public TrainingData {
 
   int64_t vocab_size() const override { return prepared_.vocab_size; }
   std::string tokenizer_model_bytes() const override { return prepared_.tokenizer->serialized(); }
+  // The tokenizer fingerprint, and per shard its size and the hash of its first and last MiB
+  // (reading every shard in full would cost minutes at the paper's scale before step 1).
+  uint64_t content_hash() const override {
+    std::string key = std::to_string(prepared_.fingerprint) + "/" +
+                      std::to_string(prepared_.train.tokens);
+    for (const std::string& path : prepared_.train.shards) {
+      std::ifstream in(path, std::ios::binary | std::ios::ate);
+      MOE_CHECK(in.good(), "data: cannot read the token shard '{}'", path);
+      const int64_t size = static_cast<int64_t>(in.tellg());
+      const int64_t span = std::min<int64_t>(size, int64_t{1} << 20);
+      std::string head(static_cast<size_t>(span), '\0'), tail = head;
+      in.seekg(0);
+      in.read(head.data(), span);
+      in.seekg(size - span);
+      in.read(tail.data(), span);
+      key += fmt::format("/{}:{:016x}:{:016x}", size, hash_bytes(head.data(), head.size()),
+                         hash_bytes(tail.data(), tail.size()));
+    }
+    return hash_bytes(key.data(), key.size());
+  }
   void next_train_batch(Batch& out) override { out = train_->next(); }
   nlohmann::json train_state() const override { return train_->state().to_json(); }
   void restore_train_state(const nlohmann::json& state) override {

@@ -16,6 +16,10 @@ class TrainingData {
   virtual int64_t vocab_size() const = 0;
   // The serialized sentencepiece model (the bytes of tokenizer.model) saved with checkpoints.
   virtual std::string tokenizer_model_bytes() const = 0;
+  // A hash of what the training stream reads (tokenizer and token shards): ranks of one run
+  // compare it before step 1, so ranks that read different data are an error, not a silent
+  // divergence.
+  virtual uint64_t content_hash() const = 0;
 
   // The next training micro-batch (batch x seq), advancing the resumable position.
   virtual void next_train_batch(Batch& out) = 0;

@@ -1,13 +1,23 @@
 // moetrain's setup steps (see run_setup.h).
 #include "train/run_setup.h"
 
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
 #include <filesystem>
+#include <sys/file.h>
+#include <unistd.h>
 #include <fstream>
+#include <mutex>
 
 #include <omp.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "data/corpus.h"
@@ -20,6 +30,8 @@ namespace moe {
 namespace {
 
 std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> g_early_lines;
+std::mutex g_log_error_mutex;
+std::string g_log_error;  // the first failed write to train.log
 
 std::string human_bytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -49,13 +61,98 @@ std::string find_resume_checkpoint(const std::string& resume_dir) {
   return ckpt;
 }
 
-void check_fresh_run_dir(const std::string& out_dir) {
+bool check_fresh_run_dir(const std::string& out_dir) {
   const bool has_checkpoints = !list_checkpoints(out_dir).empty();
-  const bool has_metrics = fs::exists(fs::path(out_dir) / "metrics.jsonl");
-  MOE_USAGE_CHECK(!has_checkpoints && !has_metrics,
-                  "run.out_dir '{}' already holds a run ({}); pass --resume {} to continue it, "
-                  "or choose another run.out_dir (moetrain never overwrites a run)", out_dir,
-                  has_checkpoints ? "checkpoints/" : "metrics.jsonl", out_dir);
+  MOE_USAGE_CHECK(!has_checkpoints,
+                  "run.out_dir '{}' already holds a run (checkpoints/); pass --resume {} to "
+                  "continue it, or choose another run.out_dir (moetrain never overwrites a run "
+                  "that has a checkpoint)", out_dir, out_dir);
+  return is_run_without_checkpoint(out_dir);
+}
+
+bool is_run_without_checkpoint(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return false;
+  const fs::path d(dir);
+  if (fs::exists(d / "trainer_state.json") || fs::exists(d / "manifest.json")) return false;
+  if (!list_checkpoints(dir).empty()) return false;
+  for (const char* f : {"config.yaml", "metrics.jsonl", "train.log", "checkpoints"}) {
+    if (fs::exists(d / f)) return true;
+  }
+  return false;
+}
+
+void lock_run_dir(const std::string& out_dir) {
+  static int held_fd = -1;  // open for the life of the process: the lock lives with it
+  if (held_fd >= 0) return;
+  fs::create_directories(out_dir);
+  int fd = ::open(out_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  MOE_CHECK(fd >= 0, "cannot open run directory '{}': {}", out_dir, std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    MOE_USAGE_CHECK(err != EWOULDBLOCK, "run.out_dir '{}' is in use by another moetrain "
+                    "process; wait for it to finish (or stop it) first", out_dir);
+    MOE_FAIL("cannot lock run directory '{}': {}", out_dir, std::strerror(err));
+  }
+  held_fd = fd;
+}
+
+namespace {
+
+// "<name>.tmp-<pid>" -> pid, or -1 when the name is not a temporary of that form.
+long temporary_pid(const std::string& name) {
+  const size_t at = name.rfind(".tmp-");
+  if (at == std::string::npos || at + 5 >= name.size()) return -1;
+  long pid = 0;
+  for (size_t i = at + 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || pid > 100000000) return -1;
+    pid = pid * 10 + (name[i] - '0');
+  }
+  return pid;
+}
+
+bool process_is_gone(long pid) {
+  if (pid == static_cast<long>(::getpid())) return true;  // a crashed run whose PID we reuse
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+void remove_stale_in(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const long pid = temporary_pid(name);
+    if (pid <= 0 || !process_is_gone(pid)) continue;
+    std::error_code rm;
+    const auto removed = fs::remove_all(entry.path(), rm);
+    if (rm) {
+      spdlog::warn("could not remove {} (left by process {}, which has ended): {}",
+                   entry.path().string(), pid, rm.message());
+    } else {
+      spdlog::info("removed {} ({} entries), left by process {}, which has ended",
+                   entry.path().string(), removed, pid);
+    }
+  }
+}
+
+}  // namespace
+
+void remove_stale_temporaries(const std::string& out_dir) {
+  remove_stale_in(out_dir);
+  remove_stale_in(checkpoints_root(out_dir));
+}
+
+void discard_partial_run(const std::string& out_dir) {
+  std::vector<std::string> found;
+  for (const char* f : {"metrics.jsonl", "train.log"}) {
+    if (fs::exists(fs::path(out_dir) / f)) found.push_back(f);
+  }
+  spdlog::warn("run.out_dir '{}' holds a run stopped before its first checkpoint; starting it "
+               "again from step 0{}", out_dir,
+               found.empty() ? std::string() : fmt::format(" and replacing its {}",
+                                                           fmt::join(found, " and ")));
+  for (const auto& f : found) fs::remove(fs::path(out_dir) / f);
 }
 
 double peak_flops(const TrainConfig& train, double peak_tflops_flag) {
@@ -67,7 +164,8 @@ double peak_flops(const TrainConfig& train, double peak_tflops_flag) {
   return train.dtype == "bf16" ? 989e12 : 495e12;
 }
 
-std::string dry_run_report(const Config& cfg, double peak) {
+std::string dry_run_report(const Config& cfg, double peak, const DryRunLayout& layout) {
+  const int world = std::max(1, layout.ranks);
   const ModelConfig& m = cfg.model;
   const TrainConfig& t = cfg.train;
   const bool assumed_vocab = m.vocab_size == 0;
@@ -101,6 +199,41 @@ std::string dry_run_report(const Config& cfg, double peak) {
                    "micro-batch of {}x{}, total about {}\n",
                    t.device, t.dtype, human_bytes(state_bytes), human_bytes(act.total_bytes),
                    t.batch_size, t.seq_len, human_bytes(state_bytes + act.total_bytes));
+  // Data parallel over `world` ranks: every rank holds the weights, the grads and its activations;
+  // ZeRO-1 splits the AdamW moments (8 bytes per parameter) over the ranks, at the price of one
+  // full-size f32 gather buffer (4 bytes per parameter).
+  {
+    const double total = static_cast<double>(pc.total);
+    const double base = total * (8 + (bf16 ? 2 : 0)) + act.total_bytes;
+    const double plain = base + total * 8;
+    const double zero1 = base + total * 8 / world + (world > 1 ? total * 4 : 0);
+    r += fmt::format("memory per rank with {} rank{} (global batch {} sequences): {} plain data "
+                     "parallel, {} with ZeRO-1 (train.zero: 1; AdamW moments split {} ways){}\n",
+                     world, world > 1 ? "s" : "", world * t.batch_size * t.grad_accum,
+                     human_bytes(plain), human_bytes(zero1), world,
+                     t.zero == 1 ? ", selected" : "");
+  }
+  // Communication per step and rank, ring algorithms (what NCCL and Open MPI use for large
+  // messages): an all-reduce of B bytes sends and receives 2 (N-1)/N B per rank; ZeRO-1's
+  // reduce-scatter of the f32 gradients plus all-gather of the f32 parameters as much. The
+  // reductions of losses, statistics and bias loads are a few KB and left out.
+  if (world > 1) {
+    const double grad_bytes = static_cast<double>(pc.total) * 4;
+    const double per_rank = 2.0 * (world - 1) / world * grad_bytes;
+    const double bucket = t.grad_bucket_mb * (1 << 20);
+    r += fmt::format("communication per step and rank ({} ranks): {}: {} of f32 gradients, "
+                     "{} sent + {} received per rank{}\n", world,
+                     t.zero == 1 ? "reduce-scatter + all-gather (ZeRO-1)"
+                                 : "gradient all-reduce",
+                     human_bytes(grad_bytes), human_bytes(per_rank), human_bytes(per_rank),
+                     t.zero == 1 ? "" : fmt::format(", in {:.0f} buckets of {}",
+                                                    std::ceil(grad_bytes / bucket),
+                                                    human_bytes(bucket)));
+    for (double gbs : layout.link_gb_per_s) {
+      r += fmt::format("  at {:g} GB/s per link: {:.3g} s per step for the gradients\n", gbs,
+                       per_rank / (gbs * 1e9));
+    }
+  }
   r += fmt::format("time at 100% of the assumed peak {:.3g} TFLOP/s: {:.3g} s per step; at 40% "
                    "MFU: {:.3g} h for the run\n",
                    peak / 1e12, fpt * tokens_per_step / peak,
@@ -150,11 +283,27 @@ void attach_run_log(const std::string& out_dir) {
   if (g_early_lines) {
     std::ofstream out(path, std::ios::app);
     for (const auto& line : g_early_lines->last_formatted()) out << line;
+    out.flush();
+    if (!out.good()) {
+      std::lock_guard<std::mutex> lock(g_log_error_mutex);
+      g_log_error = fmt::format("cannot write '{}'", path);
+    }
     auto& sinks = logger->sinks();
     sinks.erase(std::remove(sinks.begin(), sinks.end(), g_early_lines), sinks.end());
     g_early_lines.reset();
   }
   logger->sinks().push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, false));
+  logger->flush_on(spdlog::level::trace);
+  // spdlog reports a sink's failed write here (it would otherwise print it and go on).
+  logger->set_error_handler([path](const std::string& msg) {
+    std::lock_guard<std::mutex> lock(g_log_error_mutex);
+    if (g_log_error.empty()) g_log_error = fmt::format("cannot write '{}': {}", path, msg);
+  });
+}
+
+std::string run_log_write_error() {
+  std::lock_guard<std::mutex> lock(g_log_error_mutex);
+  return g_log_error;
 }
 
 }  // namespace moe

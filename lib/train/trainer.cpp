@@ -4,45 +4,26 @@
 // after the checkpoint's step, so every record of metrics.jsonl is written exactly once.
 #include "train/trainer.h"
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
 
+#include "core/stop_signals.h"
 #include "routing/routing_stats.h"
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
+#include "train/run_setup.h"
 #include "train/schedule.h"
+#include "train/watchdog.h"
 
 namespace fs = std::filesystem;
 
 namespace moe {
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-// Installs SIGINT/SIGTERM handlers for the lifetime of a run, restoring the old ones after.
-class StopSignals {
- public:
-  StopSignals() {
-    g_stop_signal.store(0);
-    old_int_ = std::signal(SIGINT, on_stop_signal);
-    old_term_ = std::signal(SIGTERM, on_stop_signal);
-  }
-  ~StopSignals() {
-    std::signal(SIGINT, old_int_);
-    std::signal(SIGTERM, old_term_);
-  }
-
- private:
-  void (*old_int_)(int);
-  void (*old_term_)(int);
-};
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -85,14 +66,32 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
                  const TrainerOptions& opts)
     : cfg_(cfg), backend_(backend), data_(data), opts_(opts) {
   MOE_CHECK(cfg_.model.vocab_size > 0, "Trainer: model.vocab_size must be resolved first");
+  comm_ = opts_.comm;
+  if (comm_ == nullptr) {
+    own_comm_ = std::make_unique<SingleRankCommunicator>(backend_);
+    comm_ = own_comm_.get();
+  }
+  rank_ = comm_->rank();
+  world_ = comm_->size();
+  check_ranks_agree();
   const DType compute = cfg_.train.dtype == "bf16" ? DType::kBF16 : DType::kF32;
   model_ = std::make_unique<MoeModel>(cfg_.model, cfg_.loss, backend_, cfg_.train.batch_size,
                                       cfg_.train.seq_len, compute, cfg_.train.recompute);
+  // ZeRO-1 replaces the gradient all-reduce by the optimizer's reduce-scatter + all-gather.
+  const bool zero = cfg_.train.zero == 1 && world_ > 1;
   optimizer_ = std::make_unique<AdamW>(backend_, model_->params(), cfg_.train,
-                                       model_->param_groups());
+                                       model_->param_groups(), zero ? comm_ : nullptr);
   flops_per_token_ = flops_per_token(cfg_.model, cfg_.model.vocab_size, cfg_.train.seq_len);
+  const auto bucket = static_cast<int64_t>(cfg_.train.grad_bucket_mb * (1 << 20) / 4);
+  if (!zero) {
+    grad_sync_ = std::make_unique<GradSync>(*comm_, *model_, std::max<int64_t>(1, bucket));
+  }
   if (opts_.resume_checkpoint.empty()) {
     model_->init_parameters(static_cast<uint64_t>(cfg_.train.seed));
+    if (opts_.init_from != nullptr) {
+      load_hf_weights(*model_, *opts_.init_from);
+      spdlog::info("initialised from {} ({})", opts_.init_from->dir, opts_.init_from->model_type);
+    }
   } else {
     TrainerState st = load_trainer_state(opts_.resume_checkpoint);
     load_training_state(opts_.resume_checkpoint, *model_, *optimizer_);
@@ -106,10 +105,64 @@ Trainer::Trainer(const Config& cfg, Backend& backend, TrainingData& data,
     spdlog::info("resumed from {} at step {} ({} tokens seen)", opts_.resume_checkpoint, step_,
                  tokens_seen_);
   }
-  open_metrics(!opts_.resume_checkpoint.empty());
+  if (world_ > 1) {
+    spdlog::info("data parallel over {} ranks ({}): global batch {} x {} micro-batches x {} "
+                 "sequences; {}", world_, comm_->name(), world_, cfg_.train.grad_accum,
+                 cfg_.train.batch_size, zero ? fmt::format("ZeRO-1, {} optimizer state "
+                 "elements on this rank", optimizer_->state_numel())
+                 : fmt::format("{} gradient buckets", grad_sync_->n_buckets()));
+  }
+  if (rank_ == 0) open_metrics(!opts_.resume_checkpoint.empty());
+}
+
+// Every rank must train the same model on the same data: before step 1 the ranks compare a hash
+// of the resolved config and of the training data. On a mismatch rank 0 reports it (a usage
+// error, which ends the job); the other ranks wait to be ended with it, so the message that
+// explains the failure is rank 0's.
+void Trainer::check_ranks_agree() {
+  if (world_ <= 1) return;
+  const std::string yaml = config_to_yaml(cfg_);
+  const auto cfg_hashes = comm_->all_gather_host(hash_bytes(yaml.data(), yaml.size()));
+  const auto data_hashes = comm_->all_gather_host(data_.content_hash());
+  std::string problem;
+  for (int r = 1; r < world_ && problem.empty(); ++r) {
+    if (cfg_hashes[r] != cfg_hashes[0]) {
+      problem = fmt::format("rank {} resolved a different config than rank 0 (hash {:016x} vs "
+                            "{:016x}): launch every rank with the same --config, --set and "
+                            "--losses", r, cfg_hashes[r], cfg_hashes[0]);
+    } else if (data_hashes[r] != data_hashes[0]) {
+      problem = fmt::format("rank {} reads different training data than rank 0 (tokenizer and "
+                            "token shards hash {:016x} vs {:016x}): every rank must see the same "
+                            "data.train files and tokenizer", r, data_hashes[r], data_hashes[0]);
+    }
+  }
+  if (problem.empty()) return;
+  if (rank_ != 0) comm_->barrier();  // rank 0 never arrives: it fails and ends the job
+  MOE_USAGE_FAIL("the {} ranks disagree before step 1: {}", world_, problem);
+}
+
+void Trainer::reduce_losses(LossValues& loss) {
+  if (world_ <= 1) return;
+  std::vector<double> v = {loss.lm, loss.lb, loss.z, loss.sp, loss.cp, loss.total,
+                           static_cast<double>(loss.n_tokens)};
+  comm_->all_reduce_sum_host(v);
+  const double w = static_cast<double>(world_);
+  loss.lm = v[0] / w;
+  loss.lb = v[1] / w;
+  loss.z = v[2] / w;
+  loss.sp = v[3] / w;
+  loss.cp = v[4] / w;
+  loss.total = v[5] / w;
+  loss.n_tokens = static_cast<int64_t>(std::llround(v[6]));
 }
 
 Trainer::~Trainer() = default;
+
+bool Trainer::any_rank_signalled() {
+  std::vector<int64_t> stop = {stop_signal_received() != 0 ? 1 : 0};
+  if (world_ > 1) comm_->all_reduce_sum_host(stop);
+  return stop[0] != 0;
+}
 
 void Trainer::open_metrics(bool resuming) {
   const fs::path path = fs::path(cfg_.run.out_dir) / "metrics.jsonl";
@@ -135,13 +188,31 @@ void Trainer::open_metrics(bool resuming) {
     }
     if (dropped) write_file_atomic(path.string(), kept);
   }
-  metrics_.open(path, std::ios::app);
-  MOE_CHECK(metrics_.good(), "cannot open '{}' for writing", path.string());
+  metrics_.open(path.string());
 }
 
-void Trainer::write_metrics(const nlohmann::json& record) {
-  metrics_ << record.dump() << "\n";
-  metrics_.flush();
+void Trainer::write_metrics(const nlohmann::json& record) { metrics_.append(record.dump()); }
+
+void Trainer::stop_after_write_failure() {
+  const std::string what = metrics_.failed() ? metrics_.error() : run_log_write_error();
+  // A checkpoint of this step is consistent only if metrics.jsonl holds every record up to it
+  // (a resumed run writes the records after its checkpoint only).
+  std::string saved;
+  if (metrics_.retry_pending()) {
+    try {
+      saved = fmt::format("saved a last checkpoint, {}", save());
+    } catch (const std::exception& e) {
+      saved = fmt::format("the last checkpoint attempt failed too ({})", e.what());
+    }
+  } else {
+    saved = fmt::format("no checkpoint of step {} was attempted, as metrics.jsonl lacks its "
+                        "records", step_);
+  }
+  const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+  MOE_FAIL("{}. Training stopped after step {}: {}; the newest complete checkpoint is {}. Free "
+           "space, then continue with moetrain --resume {}", what, step_, saved,
+           newest.empty() ? std::string("none (the run restarts from step 0)") : newest,
+           cfg_.run.out_dir);
 }
 
 Trainer::StepResult Trainer::train_step() {
@@ -150,9 +221,13 @@ Trainer::StepResult Trainer::train_step() {
   const int64_t accum = cfg_.train.grad_accum;
   model_->zero_grad();
   for (int64_t micro = 0; micro < accum; ++micro) {
-    data_.next_train_batch(batch_);
+    // The global stream holds world micro-batches per micro-step; rank r trains on the r-th.
+    // Every rank reads the whole stream, so its position (and a checkpoint) is the same on all.
+    for (int r = 0; r < world_; ++r) data_.next_train_batch(r == rank_ ? batch_ : skipped_);
     model_->forward(batch_, /*need_grad=*/true);
-    model_->backward(1.0f / static_cast<float>(accum));
+    if (micro == accum - 1 && grad_sync_) grad_sync_->begin_last_backward();
+    // Summed over ranks, this scale makes the gradient the mean over the global batch.
+    model_->backward(1.0f / static_cast<float>(accum * world_));
     LossValues v = model_->loss_values();
     MOE_CHECK(std::isfinite(v.total), "the loss is not finite at step {} (micro-batch {}): lm {} "
               "lb {} z {} sp {} cp {}; lower train.lr or check the data", step_ + 1, micro, v.lm,
@@ -164,12 +239,19 @@ Trainer::StepResult Trainer::train_step() {
     r.loss.cp += v.cp / accum;
     r.loss.total += v.total / accum;
     r.loss.n_tokens += v.n_tokens;
-    tokens_seen_ += batch_.batch * batch_.seq;
+    tokens_seen_ += batch_.batch * batch_.seq * world_;
   }
+  if (grad_sync_) grad_sync_->finish();
+  optimizer_->reduce_scatter_grads();  // ZeRO-1 only
+  reduce_losses(r.loss);
   r.grad_norm = optimizer_->grad_norm();
   MOE_CHECK(std::isfinite(r.grad_norm), "the gradient norm is not finite at step {}", step_ + 1);
   optimizer_->step(step_ + 1, r.lr, AdamW::clip_scale(r.grad_norm, cfg_.train.grad_clip));
+  if (optimizer_->sharded()) model_->sync_lowp();  // the gathered parameters' bf16 copies
   if (cfg_.loss.balance == "bias") {
+    if (world_ > 1) {
+      for (Tensor& load : model_->balance_loads()) comm_->all_reduce_sum(load);
+    }
     model_->update_balance_bias(static_cast<float>(cfg_.loss.bias_gamma));
   }
   ++step_;
@@ -181,7 +263,9 @@ Trainer::ValidResult Trainer::validate() {
   ValidResult out;
   double nll_sum = 0;
   data_.reset_valid();
+  // The validation batches are dealt round-robin over the ranks; the sums are reduced after.
   for (int64_t i = 0; i < cfg_.run.eval_batches && data_.next_valid_batch(batch_); ++i) {
+    if (i % world_ != rank_) continue;
     model_->forward(batch_, /*need_grad=*/false);
     const std::vector<float> nll = model_->token_nll();
     for (size_t t = 0; t < nll.size(); ++t) {
@@ -192,6 +276,14 @@ Trainer::ValidResult Trainer::validate() {
     }
     out.bytes += data_.target_bytes(batch_);
   }
+  if (world_ > 1) {
+    std::vector<double> sums = {nll_sum, static_cast<double>(out.tokens),
+                                static_cast<double>(out.bytes)};
+    comm_->all_reduce_sum_host(sums);
+    nll_sum = sums[0];
+    out.tokens = static_cast<int64_t>(std::llround(sums[1]));
+    out.bytes = static_cast<int64_t>(std::llround(sums[2]));
+  }
   if (out.tokens > 0) {
     out.loss = nll_sum / static_cast<double>(out.tokens);
     out.ppl = std::exp(out.loss);
@@ -201,8 +293,17 @@ Trainer::ValidResult Trainer::validate() {
 }
 
 void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps_in_window) {
-  const double tokens_per_step =
-      static_cast<double>(cfg_.train.grad_accum * cfg_.train.batch_size * cfg_.train.seq_len);
+  // The routing statistics of the last micro-batch of every rank (a collective: all ranks).
+  routing::RoutingAccumulator acc;
+  acc.add(model_->routing());
+  if (world_ > 1) {
+    std::vector<double> sums = acc.pack();
+    comm_->all_reduce_sum_host(sums);
+    acc.unpack(sums);
+  }
+  if (rank_ != 0) return;
+  const double tokens_per_step = static_cast<double>(
+      world_ * cfg_.train.grad_accum * cfg_.train.batch_size * cfg_.train.seq_len);
   const double tok_per_s = window_seconds > 0 ? tokens_per_step * steps_in_window / window_seconds : 0;
   const double mfu = opts_.peak_flops > 0 ? flops_per_token_ * tok_per_s / opts_.peak_flops : 0;
   const double sec_per_step = steps_this_process_ > 0 ? train_seconds_ / steps_this_process_ : 0;
@@ -219,8 +320,6 @@ void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps
                " | mfu {:.1f}% | eta {}", step_, cfg_.train.max_steps, r.loss.total, r.loss.lm,
                aux, r.lr, r.grad_norm, format_rate(tok_per_s), 100.0 * mfu, format_duration(eta));
 
-  routing::RoutingAccumulator acc;
-  acc.add(model_->routing());
   nlohmann::json rec = {{"type", "train"},      {"step", step_},
                         {"loss", r.loss.total}, {"lm", r.loss.lm},
                         {"lb", r.loss.lb},      {"z", r.loss.z},
@@ -228,10 +327,17 @@ void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps
                         {"lr", r.lr},           {"grad_norm", r.grad_norm},
                         {"tokens", tokens_seen_}, {"tok_per_s", tok_per_s},
                         {"mfu", mfu},           {"routing", routing_record(acc.finish())}};
+  if (world_ > 1) {
+    // Seconds per step rank 0 waited for gradient reductions the backward did not hide.
+    const double waited = comm_wait_seconds();
+    rec["comm_wait_s"] = steps_in_window > 0 ? (waited - logged_comm_wait_) / steps_in_window : 0;
+    logged_comm_wait_ = waited;
+  }
   write_metrics(rec);
 }
 
 void Trainer::log_valid(const ValidResult& v) {
+  if (rank_ != 0) return;
   if (v.tokens == 0) {
     spdlog::warn("step {}: no validation data (data.valid is empty and valid_fraction gave no "
                  "held-out text); skipping validation", step_);
@@ -244,22 +350,47 @@ void Trainer::log_valid(const ValidResult& v) {
 }
 
 std::string Trainer::save() {
+  // Rank 0 writes the checkpoint (atomically: complete or absent); the others wait, so no rank
+  // runs ahead into a step that a crash during the save would have to repeat.
+  optimizer_->gather_state();  // ZeRO-1: the moments of every rank (a collective)
+  if (rank_ != 0) {
+    comm_->barrier();
+    return "";
+  }
   TrainerState st;
   st.step = step_;
   st.tokens_seen = tokens_seen_;
   st.lr = last_lr_;
   st.data_state = data_.train_state();
   auto t0 = std::chrono::steady_clock::now();
-  std::string dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
-                                    data_.tokenizer_model_bytes(), st);
+  std::string dir;
+  try {
+    dir = save_checkpoint(cfg_.run.out_dir, cfg_, *model_, *optimizer_,
+                          data_.tokenizer_model_bytes(), st);
+  } catch (const std::exception& e) {
+    const std::string newest = latest_checkpoint(cfg_.run.out_dir);
+    MOE_FAIL("cannot save the checkpoint of step {}: {}; the newest complete checkpoint is {} "
+             "(free space, then continue with moetrain --resume {})", step_, e.what(),
+             newest.empty() ? std::string("none") : newest, cfg_.run.out_dir);
+  }
   prune_checkpoints(cfg_.run.out_dir, cfg_.run.keep_last);
+  // The run's config.yaml describes its newest checkpoint (a resume with --set changes it here,
+  // not before it has saved anything).
+  const std::string run_config = (fs::path(cfg_.run.out_dir) / "config.yaml").string();
+  const std::string yaml = config_to_yaml(cfg_);
+  std::error_code ec;
+  if (!fs::exists(run_config, ec) || read_file(run_config) != yaml) {
+    write_file_atomic(run_config, yaml);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   spdlog::info("saved checkpoint {} ({:.1f}s)", dir, secs);
+  comm_->barrier();
   return dir;
 }
 
 TrainOutcome Trainer::run() {
-  StopSignals signals;
+  // Multi-process runs only: one rank alone cannot wait for a peer.
+  Watchdog watchdog(world_ > 1 ? cfg_.run.step_timeout_s : 0.0, rank_);
   const int64_t last = opts_.stop_at_step > 0
                            ? std::min(opts_.stop_at_step, cfg_.train.max_steps)
                            : cfg_.train.max_steps;
@@ -276,6 +407,7 @@ TrainOutcome Trainer::run() {
   while (step_ < last) {
     auto t0 = std::chrono::steady_clock::now();
     StepResult r = train_step();
+    watchdog.beat("a training step");
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds_ += secs;
     window_seconds += secs;
@@ -292,15 +424,33 @@ TrainOutcome Trainer::run() {
     if (cfg_.run.eval_every > 0 &&
         (step_ % cfg_.run.eval_every == 0 || step_ == cfg_.train.max_steps)) {
       log_valid(validate());
+      watchdog.beat("validation");
     }
-    const bool signalled = g_stop_signal.load() != 0;
-    if ((cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0) || final_step ||
-        signalled) {
+    // A failed write to metrics.jsonl or train.log (a full disk) stops the run: see
+    // docs/reliability.md.
+    if (metrics_.failed() || !run_log_write_error().empty()) stop_after_write_failure();
+    // A stop signal (core/stop_signals.h) is acted on here, at the step boundary: the step is
+    // saved unless it just was (also when the signal came during that save), then the run
+    // stops. Reaching the last step is an ordinary finish even when a signal came meanwhile.
+    // A signal reaches the ranks at different times: they stop together when any has one.
+    const bool periodic = cfg_.run.save_every > 0 && step_ % cfg_.run.save_every == 0;
+    bool signalled = any_rank_signalled();
+    bool saved = false;
+    if (periodic || final_step || signalled) {
       save();
+      saved = true;
+      watchdog.beat("a checkpoint");
     }
-    if (signalled) {
-      spdlog::warn("stopped by signal {} after step {}; continue with --resume {}",
-                   g_stop_signal.load(), step_, cfg_.run.out_dir);
+    signalled = signalled || any_rank_signalled();
+    if (!final_step && signalled) {
+      if (!saved) save();
+      if (rank_ == 0) {
+        const int sig = stop_signal_received();
+        spdlog::warn("stopped by {} after step {}; continue with --resume {}",
+                     sig != 0 ? fmt::format("signal {} ({})", sig, strsignal(sig))
+                              : std::string("a signal to another rank"),
+                     step_, cfg_.run.out_dir);
+      }
       return TrainOutcome::kInterrupted;
     }
   }

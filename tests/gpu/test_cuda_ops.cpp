@@ -69,6 +69,22 @@ void embedding_case(OpHarness& h) {
   h.cpu().embedding_backward(dtable.cpu, dy.cpu, id.cpu);
   h.gpu().embedding_backward(dtable.gpu, dy.gpu, id.gpu);
   h.expect_close(dtable, "embedding_backward dtable", tolerance_for(h.act()));
+
+  // Long runs (issue 17): the backward cuts the sorted ids into chunks of 128 and joins runs
+  // that cross chunks in a second pass. Id 5 is 60% of 700 tokens (a run over four chunks), id
+  // 9 exactly 128 tokens, id 2 a run of 1 between them; the rest random.
+  const int64_t many = 700;
+  std::vector<int32_t> long_ids(many);
+  for (int64_t t = 0; t < many; ++t) long_ids[size_t(t)] = t % 5 < 3 ? 5 : pick(h.rng());
+  for (int64_t t = 0; t < many; ++t)
+    if (long_ids[size_t(t)] == 9 || long_ids[size_t(t)] == 2) long_ids[size_t(t)] = 11;
+  for (int64_t t = 1; t <= 128; ++t) long_ids[size_t(5 * t - 1)] = 9;
+  long_ids[3] = 2;
+  Pair lid = h.i32_input({many}, long_ids), ldy = h.act_input({many, d});
+  Pair ltable = h.accumulator({vocab, d}, DType::kF32);
+  h.cpu().embedding_backward(ltable.cpu, ldy.cpu, lid.cpu);
+  h.gpu().embedding_backward(ltable.gpu, ldy.gpu, lid.gpu);
+  h.expect_close(ltable, "embedding_backward dtable, runs across chunks", tolerance_for(h.act()));
 }
 
 // ---- RMSNorm ---------------------------------------------------------------------------------
@@ -261,6 +277,21 @@ void swiglu_case(OpHarness& h) {
   h.gpu().swiglu_backward(dgate.gpu, dup.gpu, dz.gpu, gate.gpu, up.gpu);
   h.expect_close(dgate, "swiglu_backward dgate");
   h.expect_close(dup, "swiglu_backward dup");
+  if (h.act() == DType::kBF16) {
+    // An f32 dz with bf16 gate/up (the model's expert path, issue 17). Values off the bf16 grid:
+    // a kernel that rounded dz to bf16 first would be ~1e-3 off, which the bf16 bound allows,
+    // so the f32 dz carries a part 1e-3 the size of the rest, and the outputs must move with it.
+    std::vector<float> base = h.random(29 * 53), fine = base;
+    for (size_t i = 0; i < fine.size(); ++i) fine[i] = base[i] * (1.0f + 1e-3f);
+    for (const auto* values : {&base, &fine}) {
+      Pair dz32 = h.from_values(s, *values, DType::kF32);
+      Pair dg = h.output(s, h.act()), du = h.output(s, h.act());
+      h.cpu().swiglu_backward(dg.cpu, du.cpu, dz32.cpu, gate.cpu, up.cpu);
+      h.gpu().swiglu_backward(dg.gpu, du.gpu, dz32.gpu, gate.gpu, up.gpu);
+      h.expect_close(dg, "swiglu_backward dgate of an f32 dz");
+      h.expect_close(du, "swiglu_backward dup of an f32 dz");
+    }
+  }
 }
 
 // ---- router ----------------------------------------------------------------------------------
@@ -388,6 +419,15 @@ void grouped_routing(OpHarness& h, int64_t n, int64_t k, int64_t experts,
   h.gpu().grouped_matmul_backward(dx.gpu, dw.gpu, dy.gpu, x.gpu, w.gpu, p.offsets.gpu);
   h.expect_close(dx, tag + " grouped_matmul_backward dx");
   h.expect_close(dw, tag + " grouped_matmul_backward dw", tolerance_for(h.act()));
+  if (h.act() == DType::kBF16) {
+    // dx in f32 from bf16 operands (the model's expert-path dz, issue 17): the fp32 accumulator,
+    // unrounded, so it must meet the f32 tolerance.
+    Pair dx32 = h.output({rows, in}, DType::kF32);
+    Pair dw2 = h.accumulator({experts, out, in}, DType::kF32);
+    h.cpu().grouped_matmul_backward(dx32.cpu, dw2.cpu, dy.cpu, x.cpu, w.cpu, p.offsets.cpu);
+    h.gpu().grouped_matmul_backward(dx32.gpu, dw2.gpu, dy.gpu, x.gpu, w.gpu, p.offsets.gpu);
+    h.expect_close(dx32, tag + " grouped_matmul_backward f32 dx of bf16 operands");
+  }
 }
 
 void grouped_case(OpHarness& h) {
@@ -458,6 +498,24 @@ void sp_case(OpHarness& h) {
     h.cpu().sp_loss_backward(dz.cpu, z.cpu, p.token_row.cpu, 2e-3f);
     h.gpu().sp_loss_backward(dz.gpu, z.gpu, p.token_row.gpu, 2e-3f);
     h.expect_close(dz, tag + " backward");
+    if (h.act() == DType::kBF16) {
+      // Into an f32 dz (the model's bf16 expert path, issue 17): the sp term, ~1e-3 of what dz
+      // holds, must arrive unrounded, so the difference it makes is checked on its own.
+      Pair dz32 = h.accumulator({n * k, f}, DType::kF32);
+      const std::vector<float> before = h.gpu_values(dz32.gpu);
+      h.cpu().sp_loss_backward(dz32.cpu, z.cpu, p.token_row.cpu, 2e-3f);
+      h.gpu().sp_loss_backward(dz32.gpu, z.gpu, p.token_row.gpu, 2e-3f);
+      h.expect_close(dz32, tag + " backward into f32 dz");
+      std::vector<float> added = h.gpu_values(dz32.gpu), ref = h.cpu().download_vec<float>(dz32.cpu);
+      for (size_t i = 0; i < added.size(); ++i) {
+        added[i] -= before[i];
+        ref[i] -= before[i];
+      }
+      Pair got = h.from_values({n * k, f}, added, DType::kF32);
+      Pair want = h.from_values({n * k, f}, ref, DType::kF32);
+      h.expect_close(Pair{want.cpu, got.gpu}, tag + " the sp term added into f32 dz",
+                     tolerance_for(DType::kBF16));
+    }
   }
 }
 
@@ -677,6 +735,61 @@ TEST(CudaKvCache, SpanOutsideTheCacheIsADeviceError) {
     ADD_FAILURE() << "expected a device input error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("KV-cache span"), std::string::npos) << e.what();
+  }
+}
+
+// Expert indices outside [0, E) (issue 17): the CPU rejects them (check_topk_idx); every CUDA
+// op that reads top-k indices raises the device error at the next synchronisation instead of
+// reading out of bounds (router_backward) or silently dropping them (lb, expert_load).
+TEST(CudaRouter, ExpertIndexOutsideTheRangeIsADeviceError) {
+  if (!has_cuda()) GTEST_SKIP() << "no CUDA device on this machine: skipped, not passed";
+  auto cpu = make_backend("cpu");
+  auto gpu = make_backend("cuda");
+  OpHarness h(*cpu, *gpu, DType::kF32, 17u);
+  const int64_t n = 9, e = 5, k = 2;
+  Pair probs = h.f32_input({n, e}, 0.01f, 1.0f), dweight = h.f32_input({n, k});
+  Pair dmass = h.f32_input({n});
+  const std::vector<std::function<void(Backend&, const Tensor&)>> ops = {
+      [&](Backend& b, const Tensor& idx) {
+        Tensor dl = b.empty({n, e}, DType::kF32);
+        b.router_backward(dl, Tensor(), b.device() == Device::kCpu ? dweight.cpu : dweight.gpu,
+                          b.device() == Device::kCpu ? probs.cpu : probs.gpu, idx, false);
+      },
+      [&](Backend& b, const Tensor& idx) {
+        Tensor dp = b.zeros({n, e}, DType::kF32);
+        b.topk_mass_backward(dp, b.device() == Device::kCpu ? dmass.cpu : dmass.gpu, idx);
+      },
+      [&](Backend& b, const Tensor& idx) {
+        Tensor loss = b.empty({1}, DType::kF32);
+        b.lb_loss_forward(loss, b.device() == Device::kCpu ? probs.cpu : probs.gpu, idx);
+      },
+      [&](Backend& b, const Tensor& idx) {
+        Tensor dp = b.zeros({n, e}, DType::kF32);
+        b.lb_loss_backward(dp, b.device() == Device::kCpu ? probs.cpu : probs.gpu, idx, 0.01f);
+      },
+      [&](Backend& b, const Tensor& idx) {
+        Tensor load = b.zeros({e}, DType::kF32);
+        b.expert_load_accumulate(load, idx);
+      },
+  };
+  const char* names[] = {"router_backward", "topk_mass_backward", "lb_loss_forward",
+                         "lb_loss_backward", "expert_load_accumulate"};
+  for (int32_t bad : {-1, int32_t(e), 1000}) {
+    std::vector<int32_t> idx = make_routing(h, n, k, {0, 1, 2, 3, 4});
+    idx[size_t(2 * k + 1)] = bad;
+    Pair topk = h.i32_input({n, k}, idx);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const std::string what = std::string(names[i]) + " with expert index " + std::to_string(bad);
+      EXPECT_THROW(ops[i](*cpu, topk.cpu), Error) << what << ": the CPU reference accepts it";
+      try {
+        ops[i](*gpu, topk.gpu);
+        gpu->synchronize();
+        ADD_FAILURE() << what << ": expected a device input error";
+      } catch (const Error& err) {
+        EXPECT_NE(std::string(err.what()).find("top-k expert index"), std::string::npos)
+            << what << ": " << err.what();
+      }
+    }
   }
 }
 

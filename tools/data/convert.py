@@ -7,9 +7,8 @@ also be run on files fetched by hand.
   convert.py tasks --src DOWNLOAD_DIR --out TASK_DIR [--only hellaswag,piqa,...] [--strict]
       Zero-shot task files, into the layout moeeval reads with --task-dir TASK_DIR
       (lib/eval/task_readers.h). DOWNLOAD_DIR/<task>/ holds the upstream files, named as
-      published (SOURCES below). MMLU becomes user tasks (moeeval has no MMLU reader):
-      TASK_DIR/mmlu.jsonl (all 57 subjects) and TASK_DIR/mmlu_<subject>.jsonl, each line
-      {"context", "choices", "gold"} rendered with lm-evaluation-harness 0.4.x's MMLU prompt.
+      published (SOURCES below). MMLU's CSVs are checked and copied byte for byte to
+      TASK_DIR/mmlu/test/ and TASK_DIR/mmlu/dev/ (moeeval's mmlu reader renders the prompts).
       --strict: a document count other than the published split's is an error (fetch_data.sh
       passes it; the tests convert small files and do not).
 
@@ -287,61 +286,62 @@ def convert_copa(src):
     return {"copa": ("copa/val.jsonl", data, len(items))}
 
 
-def mmlu_context(subject, q, a, b, c, d):
-    """lm-evaluation-harness 0.4.4+ MMLU prompt (default template, 0-shot)."""
-    return (f"The following are multiple choice questions (with answers) about "
-            f"{subject.replace('_', ' ')}.\n\n{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:")
-
-
-def mmlu_test_files(path):
-    """{subject: csv bytes} of the test split, from data.tar or an extracted folder."""
+def mmlu_split_files(path, split):
+    """{subject: csv bytes} of one split (test, dev), from data.tar or an extracted folder."""
     out = {}
+    suffix = f"_{split}.csv"
     if os.path.isdir(path):
-        test_dir = os.path.join(path, "test") if os.path.isdir(os.path.join(path, "test")) \
-            else os.path.join(path, "data", "test")
-        if not os.path.isdir(test_dir):
-            fail(f"{path}: no test/ folder (expected test/<subject>_test.csv)")
-        for name in sorted(os.listdir(test_dir)):
-            if name.endswith("_test.csv"):
-                out[name[:-len("_test.csv")]] = read_file(os.path.join(test_dir, name))
+        split_dir = os.path.join(path, split) if os.path.isdir(os.path.join(path, split)) \
+            else os.path.join(path, "data", split)
+        if not os.path.isdir(split_dir):
+            return out
+        for name in sorted(os.listdir(split_dir)):
+            if name.endswith(suffix):
+                out[name[:-len(suffix)]] = read_file(os.path.join(split_dir, name))
     else:
         try:
             with tarfile.open(path) as t:
                 for m in t.getmembers():
                     parts = m.name.split("/")
-                    if m.isfile() and len(parts) >= 2 and parts[-2] == "test" \
-                            and parts[-1].endswith("_test.csv"):
-                        out[parts[-1][:-len("_test.csv")]] = t.extractfile(m).read()
+                    if m.isfile() and len(parts) >= 2 and parts[-2] == split \
+                            and parts[-1].endswith(suffix):
+                        out[parts[-1][:-len(suffix)]] = t.extractfile(m).read()
         except tarfile.TarError as e:
             fail(f"{path}: not a tar archive ({e})")
-    if not out:
-        fail(f"{path}: no test/<subject>_test.csv found")
     return out
 
 
 def convert_mmlu(src):
+    """MMLU's CSVs as published, byte for byte, under mmlu/test/ and mmlu/dev/ (moeeval reads
+    this layout: the 57 mmlu_<subject> tasks, their groups, and 5-shot from dev). Every row is
+    checked here first (6 fields, answer A-D); the count is the test split's."""
     path = find_source(src, "mmlu", ["data.tar", "data", "test"])
     if os.path.basename(path) == "test":
         path = os.path.dirname(path)
-    out, everything = {}, []
-    for subject, raw in sorted(mmlu_test_files(path).items()):
-        where = f"{path}: test/{subject}_test.csv"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            fail(f"{where}: not UTF-8 (byte {e.start})")
-        records = []
-        for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
-            if len(row) != 6:
-                fail(f"{where}: row {i} has {len(row)} fields, expected 6 "
-                     f"(question,A,B,C,D,answer; no header)")
-            if row[5] not in ("A", "B", "C", "D"):
-                fail(f"{where}: row {i}: answer '{row[5]}' (expected A, B, C or D)")
-            records.append({"context": mmlu_context(subject, *row[:5]),
-                            "choices": ["A", "B", "C", "D"], "gold": "ABCD".index(row[5])})
-        everything += records
-        out[f"mmlu_{subject}"] = (f"mmlu_{subject}.jsonl", jsonl_bytes(records), len(records))
-    out["mmlu"] = ("mmlu.jsonl", jsonl_bytes(everything), len(everything))
+    out, n_test = {}, 0
+    for split in ("test", "dev"):
+        files = mmlu_split_files(path, split)
+        if split == "test" and not files:
+            fail(f"{path}: no test/<subject>_test.csv found")
+        for subject, raw in sorted(files.items()):
+            where = f"{path}: {split}/{subject}_{split}.csv"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                fail(f"{where}: not UTF-8 (byte {e.start})")
+            rows = 0
+            for i, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+                if len(row) != 6:
+                    fail(f"{where}: row {i} has {len(row)} fields, expected 6 "
+                         f"(question,A,B,C,D,answer; no header)")
+                if row[5] not in ("A", "B", "C", "D"):
+                    fail(f"{where}: row {i}: answer '{row[5]}' (expected A, B, C or D)")
+                rows += 1
+            if split == "test":
+                n_test += rows
+            rel = f"mmlu/{split}/{subject}_{split}.csv"
+            out[rel] = (rel, raw, rows)
+    out["mmlu"] = (None, None, n_test)  # the count only: the files are the entries above
     return out
 
 
@@ -381,8 +381,11 @@ def cmd_tasks(args):
                 fail(msg)
             print(f"convert.py: note: {msg}", file=sys.stderr)
     for task, (rel, data, n) in outputs.items():
+        if rel is None:  # mmlu: its files are separate entries
+            print(f"{task}: {n} -> {os.path.join(args.out, task)}/")
+            continue
         write_atomic(os.path.join(args.out, rel), data)
-        if not task.startswith("mmlu_"):
+        if not task.startswith("mmlu/"):
             print(f"{task}: {n} -> {os.path.join(args.out, rel)}")
     return 0
 

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_common.h"
+#include "core/checked.h"
 
 namespace moe {
 namespace cpu {
@@ -56,15 +57,13 @@ bool CpuBackend::supports(OpKind op, DType dtype) const {
 }
 
 Tensor CpuBackend::empty(const Shape& shape, DType dtype) {
-  for (int64_t s : shape) {
-    MOE_CHECK(s >= 0, "cpu backend: cannot allocate shape {} (negative dimension)",
-              shape_str(shape));
-  }
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  // Shapes come from config and file sizes: the count and the padded byte size are exact or the
+  // allocation is refused (a wrapped size would allocate a small block and write past it).
+  const std::string what = "cpu backend: allocating shape " + shape_str(shape);
+  const int64_t n = checked_numel(shape, what);
   constexpr size_t kAlign = 64;
-  size_t bytes = static_cast<size_t>(n) * dtype_size(dtype);
-  size_t padded = ((bytes + kAlign - 1) / kAlign) * kAlign;
+  const size_t bytes = checked_mul<size_t>(static_cast<size_t>(n), dtype_size(dtype), what);
+  size_t padded = (checked_add<size_t>(bytes, kAlign - 1, what) / kAlign) * kAlign;
   if (padded == 0) padded = kAlign;  // a defined tensor always has storage, even with 0 elements
   void* p = std::aligned_alloc(kAlign, padded);
   MOE_CHECK(p != nullptr, "cpu backend: out of host memory allocating {} bytes for shape {} {}",
