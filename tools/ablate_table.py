@@ -243,7 +243,11 @@ def main():
     keys = sorted(groups, key=order)
     have_infer = any(r[f] is not None for runs in groups.values() for r in runs.values()
                      for f, _, _ in INFER)
-    tables = [QUALITY, ROUTING] + ([INFER] if have_infer else [])
+    # Columns no run has (e.g. the paper suite without --suite paper) are left out.
+    have = {f for runs in groups.values() for r in runs.values() for f, _, _ in COLUMNS
+            if r[f] is not None}
+    quality = [c for c in QUALITY if c[0] in have or c[0] in ("val_ppl", "bpb")]
+    tables = [quality, ROUTING] + ([INFER] if have_infer else [])
     summary = []
     for key in keys:
         arch, name = key
@@ -260,13 +264,13 @@ def main():
     print("Mean ± sample std over seeds.\n")
     for columns in tables:
         header = ["arch", "loss", "seeds"] + [c[1] for c in columns]
-        if columns is QUALITY:
+        if columns is quality:
             header.append("paper ppl (1.1B)")
         rows = []
         for agg in summary:
             row = [agg["arch"], CELL_NAME.get(agg["cell"], agg["cell"]), str(agg["seeds"])]
             row += [cell(agg[f]["mean"], agg[f]["std"], d) for f, _, d in columns]
-            if columns is QUALITY:
+            if columns is quality:
                 row.append(f"{agg['paper_ppl']:.2f}" if agg["paper_ppl"] else "-")
             rows.append(row)
         print_table(header, rows, 3)
