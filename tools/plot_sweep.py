@@ -53,11 +53,28 @@ def seed_curves(seed_dirs, extract):
         [max(c[s] for c in curves) for s in steps]
 
 
+def paired_diff_curve(lb_dirs, cell_dirs, extract):
+    """Mean over the seeds both cells have of extract(cell) - extract(lb), per common step."""
+    diffs = []
+    for seed in sorted(set(lb_dirs) & set(cell_dirs)):
+        paths = [os.path.join(d[seed], "metrics.jsonl") for d in (lb_dirs, cell_dirs)]
+        if not all(os.path.isfile(x) for x in paths):
+            continue
+        base, other = (dict(extract(*read_metrics(x))) for x in paths)
+        diffs.append({st: other[st] - base[st] for st in set(base) & set(other)})
+    if not diffs:
+        return [], [], 0
+    steps = sorted(set.intersection(*(set(d) for d in diffs)))
+    return steps, [sum(d[st] for d in diffs) / len(diffs) for st in steps], len(diffs)
+
+
 def plot_sweep_curves(runs, extract, ylabel, title, out_path):
+    """Row 1: the curves (mean over seeds, min-max band); row 2: the paired difference to L_lb."""
     archs = sorted(runs)
-    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.8), squeeze=False,
-                             constrained_layout=True)
-    for ax, arch in zip(axes[0], archs):
+    fig, axes = plt.subplots(2, len(archs), figsize=(5.2 * len(archs), 6.4), squeeze=False,
+                             constrained_layout=True, gridspec_kw={"height_ratios": [3, 2]})
+    for col, arch in enumerate(archs):
+        ax, dax = axes[0][col], axes[1][col]
         for cell in ordered_cells(runs[arch]):
             seeds = runs[arch][cell]
             steps, mean, lo, hi = seed_curves(seeds.values(), extract)
@@ -67,13 +84,23 @@ def plot_sweep_curves(runs, extract, ylabel, title, out_path):
                             linewidth=1.4)
             if len(seeds) > 1:
                 ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
+            if cell != "lb" and "lb" in runs[arch]:
+                dsteps, dmean, n = paired_diff_curve(runs[arch]["lb"], seeds, extract)
+                if dsteps:
+                    dax.plot(dsteps, dmean, color=line.get_color(), linewidth=1.4,
+                             label=f"{CELL_LABEL.get(cell, cell)} − L_lb ({n} pairs)")
         ax.set_title(arch, fontsize=10)
-        ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        dax.axhline(0.0, color="black", linewidth=0.8)
+        dax.set_xlabel("step")
+        dax.set_ylabel("paired difference to L_lb")
+        dax.grid(alpha=0.3)
+        if dax.lines[1:]:
+            dax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
-    fig.savefig(out_path, dpi=100)
+    fig.savefig(out_path, dpi=90)
     plt.close(fig)
     return out_path
 
