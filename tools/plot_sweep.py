@@ -138,16 +138,22 @@ def plot_sweep_pathways(arch, cells, pair, text, out_path):
     """cells: [(label, eval.json path)]; one heatmap each for the pair-th MoE-layer pair."""
     fig, axes = plt.subplots(1, len(cells), figsize=(4.6 * len(cells) + 1.0, 4.4), squeeze=False,
                              constrained_layout=True)
-    image = None
-    for ax, (label, path) in zip(axes[0], cells):
+    loaded = []
+    for label, path in cells:
         routing = first_checkpoint(path)["routing"]
         key = pick_text(routing, text, path)
         pairs = routing[key].get("pathways", [])
         if pair >= len(pairs) or "conditional" not in pairs[pair]:
             fail(f"{path}: no pathway matrix for pair {pair} (has {len(pairs)} pairs)")
         p = pairs[pair]
-        matrix = [[0.0 if v is None else v for v in row] for row in p["conditional"]]
-        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto",
+        loaded.append((label, key, p, [[0.0 if v is None else v for v in row]
+                                       for row in p["conditional"]]))
+    # One colour scale for the panels, up to the largest probability of either (with many
+    # experts no probability comes near 1, and a 0-1 scale would hide the structure).
+    vmax = max(max(max(row) for row in m) for _, _, _, m in loaded) or 1.0
+    image = None
+    for ax, (label, key, p, matrix) in zip(axes[0], loaded):
+        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto",
                           interpolation="nearest")
         ax.set_title(f"{label}: layer {p['layer_from']} → {p['layer_to']}\n"
                      f"row H {p['row_entropy'] or 0:.3f}, top-1 acc {p['top1_accuracy'] or 0:.3f}",
