@@ -317,17 +317,23 @@ def plot_coef_sweep(root, center, center_values, ood, out_path):
                 ax.legend(fontsize=8)
         for v in values:
             seeds = {s: r for s, r in points[key][v].items() if not sweep_seeds or s in sweep_seeds}
+            base = {str(s): r for s, r in baseline.items()}
+            mine = {str(s): r for s, r in seeds.items()}
             rows.append((key, v, len(seeds)) + tuple(
-                ablate_table.mean_std([r[f] for r in seeds.values()]) for f, _ in metrics))
+                ablate_table.mean_std([r[f] for r in seeds.values()]) for f, _ in metrics) +
+                tuple(ablate_table.paired(base, mine, f) for f in ("val_ppl", "path_acc")))
     fig.suptitle("coefficient sweep (vanilla, L_lb,sp,cp): one coefficient moved, the other kept",
                  fontsize=10)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
-    print("| moved | value | seeds | val ppl | OOD ppl | path acc |")
-    print("|-------|------:|------:|--------:|--------:|---------:|")
-    for key, v, n, (pm, ps), (om, os_), (am, as_) in rows:
+    print("| moved | value | seeds | val ppl | OOD ppl | path acc | Δ val ppl vs L_lb | "
+          "Δ path acc vs L_lb |")
+    print("|-------|------:|------:|--------:|--------:|---------:|------------------:|"
+          "-------------------:|")
+    for key, v, n, (pm, ps), (om, os_), (am, as_), dp, da in rows:
         print(f"| λ_{key} | {v:g} | {n} | {ablate_table.cell(pm, ps, 3)} | "
-              f"{ablate_table.cell(om, os_, 3)} | {ablate_table.cell(am, as_, 4)} |")
+              f"{ablate_table.cell(om, os_, 3)} | {ablate_table.cell(am, as_, 4)} | "
+              f"{ablate_table.signed_cell(dp, 3)} | {ablate_table.signed_cell(da, 4)} |")
     if baseline:
         seeds = {s: r for s, r in baseline.items() if not sweep_seeds or s in sweep_seeds}
         b = [ablate_table.mean_std([r[f] for r in seeds.values()]) for f, _ in metrics]
