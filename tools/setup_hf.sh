@@ -17,7 +17,12 @@ fi
   echo "setup_hf: Debian's python3-torch is missing: run tools/setup.sh --torch first" >&2; exit 1; }
 rm -rf "$VENV"
 /usr/bin/python3 -m venv --system-site-packages "$VENV"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"; then
+  # A half-filled venv would make the hf tests fail on imports instead of saying what is missing.
+  rm -rf "$VENV"
+  echo "setup_hf: error: pip could not install $REQ from PyPI (see above); $VENV removed" >&2
+  exit 1
+fi
 "$VENV/bin/python" -c 'import torch, transformers, tokenizers, lm_eval
 print("setup_hf: torch", torch.__version__, "transformers", transformers.__version__,
       "tokenizers", tokenizers.__version__)'
