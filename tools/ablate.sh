@@ -11,8 +11,8 @@
 #   tools/ablate.sh CONFIG [--set KEY=VALUE ...] [--seeds 1,2,3] [--archs vanilla,deepseek]
 #                   [--cells lb,lb+sp,lb+cp,lb+sp+cp] [--steps N] [--out DIR]
 #                   [--tasks LIST --task-dir DIR] [--suite paper] [--limit N]
-#                   [--eval-text FILE ...] [--routing-max-tokens N] [--threads N] [--build DIR]
-#                   [--ep-devices P] [--infer-tokens N]
+#                   [--eval-text FILE ...] [--ood-text FILE ...] [--routing-max-tokens N]
+#                   [--threads N] [--build DIR] [--ep-devices P] [--infer-tokens N]
 #
 # --suite paper evaluates the paper's six zero-shot tasks (moeeval --suite paper; needs
 # --task-dir) and adds their mean to the table ("paper suite").
@@ -27,11 +27,13 @@
 # Same data order: every cell of a seed uses train.seed = that seed, and every run after the
 # first reuses the first run's tokenizer (data.tokenizer), so all runs see identical token shards.
 # Evaluation text: --eval-text, else the config's data.valid files (an error when neither exists).
+# Out-of-domain text: --ood-text files are scored for perplexity only (not routing); the table
+# reports them apart from the evaluation texts (ablate_table.py --ood).
 # Architectures: --archs switches model.arch and model.n_shared_experts (deepseek: >= 1, kept
 # from the config when it has some, else 1; vanilla: 0); without --archs the config's arch.
 set -euo pipefail
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 die() { echo "ablate.sh: error: $*" >&2; exit 2; }
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -39,7 +41,8 @@ ROOT="$(dirname "$HERE")"
 BUILD="${ROOT}/build"
 PYTHON="${PYTHON:-/usr/bin/python3}"
 CONFIG=""; SETS=(); SEEDS="1"; ARCHS=""; CELLS="lb,lb+sp,lb+cp,lb+sp+cp"; STEPS=""; OUT="runs/ablate"
-TASKS=""; SUITE=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); ROUTING_MAX=0; THREADS=0; EP_DEVICES=2
+TASKS=""; SUITE=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); OOD_TEXT=(); ROUTING_MAX=0; THREADS=0
+EP_DEVICES=2
 INFER_TOKENS=20000
 
 [ $# -ge 1 ] || usage
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     --task-dir) TASK_DIR="$2"; shift 2 ;;
     --limit) LIMIT="$2"; shift 2 ;;
     --eval-text) EVAL_TEXT+=("$2"); shift 2 ;;
+    --ood-text) [ -f "$2" ] || die "--ood-text $2 not found"; OOD_TEXT+=("$2"); shift 2 ;;
     --routing-max-tokens) ROUTING_MAX="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --build) BUILD="$2"; shift 2 ;;
@@ -191,7 +195,8 @@ EOF
         continue
       fi
       eval_args=(--checkpoint "$ckpt" --out "$run/eval.json" --threads "$THREADS"
-                 --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" --routing "${texts[@]}")
+                 --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" "${OOD_TEXT[@]}"
+                 --routing "${texts[@]}")
       if [ -n "$TASKS" ]; then eval_args+=(--tasks "$TASKS"); fi
       if [ -n "$SUITE" ]; then eval_args+=(--suite "$SUITE"); fi
       if [ -n "$TASKS" ] || [ -n "$SUITE" ]; then
@@ -202,4 +207,6 @@ EOF
     done
   done
 done
-"$PYTHON" "$HERE/ablate_table.py" "$OUT" | tee "$OUT/table.md"
+table_args=("$OUT")
+[ ${#OOD_TEXT[@]} -eq 0 ] || table_args+=(--ood "${OOD_TEXT[@]}")
+"$PYTHON" "$HERE/ablate_table.py" "${table_args[@]}" | tee "$OUT/table.md"

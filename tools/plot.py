@@ -13,9 +13,28 @@ several under "checkpoints"):
 From a run's metrics.jsonl (moetrain):
   curves_<run>.png             training curves of every loss term (total, lm, lb, z, sp, cp) and
                                the validation loss, against the step
+From a tools/ablate.sh sweep directory (--sweep DIR: DIR/<arch>/<cell>/seed<N>/, eval.json and
+metrics.jsonl), one panel per architecture, one line per cell, the mean over seeds with the
+min-max band:
+  sweep_valid.png              validation loss (moetrain's periodic validation) against the step
+  sweep_entropy.png            routing entropy (training batches, mean over MoE layers) against
+                               the step
+  sweep_pathways_<arch>.png    P(v|e) of one adjacent MoE-layer pair (--pair I, the I-th pair,
+                               default 0) for L_lb and L_lb,sp,cp side by side (seed --seed,
+                               default the first; routing text --text, default the first)
+  sweep_load_<arch>.png        expert load fraction per MoE layer, L_lb against L_lb,sp,cp (mean
+                               over seeds and routing texts, token-weighted; min-max over seeds)
+From a coefficient sweep (--coef-sweep DIR: DIR/<sp|cp>_<value>/<arch>/<cell>/seed<N>/, as
+tools/replication.sh grid-b writes; --coef-center DIR2: the sweep holding the centre point and
+the L_lb baseline, DIR2/<arch>/{lb,lb+sp+cp}/seed<N>/, with --coef-center-values SP,CP):
+  coef_sweep.png               validation perplexity, OOD perplexity and pathway top-1 accuracy
+                               against lambda_sp and against lambda_cp (log axis), per-seed points
+                               and the mean, with the L_lb mean as a line; the numbers are also
+                               printed as a markdown table
 Exit status 2 with a message naming the file on unreadable or malformed input.
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -26,6 +45,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # plot_sweep.py, ablate_table.py
 
 
 def fail(msg):
@@ -175,12 +196,33 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", nargs="*", default=[], help="moeeval --out files")
     ap.add_argument("--metrics", nargs="*", default=[], help="moetrain metrics.jsonl files")
+    ap.add_argument("--sweep", help="a tools/ablate.sh output folder")
+    ap.add_argument("--pair", type=int, default=0, help="--sweep: the MoE-layer pair (index)")
+    ap.add_argument("--seed", type=int, help="--sweep: the seed of the pathway heatmaps")
+    ap.add_argument("--text", help="--sweep: the routing text of the pathway heatmaps")
+    ap.add_argument("--coef-sweep", help="a tools/replication.sh grid-b folder (DIR/gridB)")
+    ap.add_argument("--coef-center", help="the sweep holding the centre and L_lb (DIR/gridA)")
+    ap.add_argument("--coef-center-values", default="2e-3,1e-3",
+                    help="lambda_sp,lambda_cp of the centre (default 2e-3,1e-3)")
+    ap.add_argument("--ood", nargs="+", default=[], help="--coef-sweep: OOD texts (as ablate_table.py)")
     ap.add_argument("--out", required=True, help="output folder for the PNGs")
     args = ap.parse_args()
-    if not args.results and not args.metrics:
-        fail("give --results FILE and/or --metrics FILE")
+    if not args.results and not args.metrics and not args.sweep and not args.coef_sweep:
+        fail("give --results FILE, --metrics FILE, --sweep DIR and/or --coef-sweep DIR")
     os.makedirs(args.out, exist_ok=True)
     written = []
+    if args.sweep or args.coef_sweep:
+        from plot_sweep import plot_coef_sweep, plot_sweep
+    if args.sweep:
+        written += plot_sweep(args.sweep, args.out, args.pair, args.seed, args.text)
+    if args.coef_sweep:
+        try:
+            center_values = tuple(float(v) for v in args.coef_center_values.split(","))
+            assert len(center_values) == 2
+        except (ValueError, AssertionError):
+            fail(f"--coef-center-values expects SP,CP, got '{args.coef_center_values}'")
+        written.append(plot_coef_sweep(args.coef_sweep, args.coef_center, center_values, args.ood,
+                                       os.path.join(args.out, "coef_sweep.png")))
     for path in args.results:
         for ck in load_results(path):
             label = checkpoint_label(ck)

@@ -29,7 +29,7 @@ EOF
 sweep() {
   bash "$SOURCE_DIR/tools/ablate.sh" "$WORK/tiny.yaml" --cells lb,lb+sp+cp --seeds 1 --steps 6 \
     --out "$WORK/sweep" --tasks copa --task-dir "$DATA/zeroshot" --limit 8 \
-    --threads 2 --build "$BUILD_DIR" "$@"
+    --ood-text "$DATA/corpora/state_union/2006-GWBush.txt" --threads 2 --build "$BUILD_DIR" "$@"
 }
 
 sweep > "$WORK/first.log" 2>&1 || { cat "$WORK/first.log"; fail "the sweep failed"; }
@@ -40,15 +40,18 @@ for cell in lb lb+sp+cp; do
 done
 grep -q "L_lb,sp,cp" "$WORK/sweep/table.md" || { cat "$WORK/sweep/table.md"; fail "table lacks L_lb,sp,cp"; }
 grep -q "| vanilla | L_lb " "$WORK/sweep/table.md" || fail "table lacks the L_lb row"
+grep -q "Δ val ppl" "$WORK/sweep/table.md" || { cat "$WORK/sweep/table.md"; fail "no paired differences"; }
 /usr/bin/python3 - "$WORK/sweep/vanilla/lb+sp+cp/seed1/eval.json" <<'EOF' || fail "eval.json content"
 import json, math, sys
 ev = json.load(open(sys.argv[1]))
 assert ev["results"]["copa"]["sample_len"] == 8, ev["results"]
 assert 0.0 <= ev["results"]["copa"]["acc,none"] <= 1.0
+assert any(k.endswith("state_union/2006-GWBush.txt") for k in ev["perplexity"]), ev["perplexity"]
 ppl = list(ev["perplexity"].values())[0]
 assert math.isfinite(ppl["perplexity"]) and ppl["perplexity"] > 1
 r = list(ev["routing"].values())[0]
 assert len(r["layers"]) == 3 and len(r["pathways"]) == 2
+assert not any("state_union" in k for k in ev["routing"]), "the OOD text was routed"
 assert r["average"]["overlap"] is not None
 EOF
 # moeinfer's figures (placement at P = 2, expert cache at C = 2 of 4) reach infer.json and the table.
@@ -59,6 +62,13 @@ assert inf["ep_devices"] == 2 and inf["expert_cache"] == 2, inf
 for k in ("cross_fraction_path_aware", "cross_fraction_round_robin", "prefetch_hit_rate",
           "lru_hit_rate"):
     assert 0.0 <= inf[k] <= 1.0, (k, inf)
+EOF
+/usr/bin/python3 - "$WORK/sweep/table.md" <<'EOF' || fail "table OOD column"
+import sys
+lines = [l for l in open(sys.argv[1]) if l.startswith("|")]
+head = [c.strip() for c in lines[0].strip("|\n").split("|")]
+row = [c.strip() for c in lines[2].strip("|\n").split("|")]
+assert float(row[head.index("OOD ppl")].split()[0]) > 1, row
 EOF
 grep -q "x-dev PA" "$WORK/sweep/table.md" || { cat "$WORK/sweep/table.md"; fail "table lacks x-dev PA"; }
 
@@ -80,6 +90,11 @@ if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
   /usr/bin/python3 "$SOURCE_DIR/tools/plot.py" --results "$WORK/sweep/vanilla/lb+sp+cp/seed1/eval.json" \
     --metrics "$WORK/sweep/vanilla/lb+sp+cp/seed1/metrics.jsonl" --out "$WORK/plots" > /dev/null
   [ "$(ls "$WORK/plots"/*.png | wc -l)" = 3 ] || fail "plot.py did not write 3 PNGs"
+  /usr/bin/python3 "$SOURCE_DIR/tools/plot.py" --sweep "$WORK/sweep" --out "$WORK/sweep_plots" \
+    > "$WORK/sweep_plots.log" || { cat "$WORK/sweep_plots.log"; fail "plot.py --sweep"; }
+  for png in sweep_valid sweep_entropy sweep_pathways_vanilla sweep_load_vanilla; do
+    [ -s "$WORK/sweep_plots/$png.png" ] || fail "plot.py --sweep did not write $png.png"
+  done
 else
   echo "ablate_tiny: matplotlib missing, plot check not run" >&2
 fi
