@@ -9,6 +9,9 @@
 # Usage: tools/gpu_bundle.sh OUTDIR [BUILD_DIR]
 #   BUILD_DIR defaults to build-gpu-bundle (Release, -DMOE_CUDA=ON, sm_80 and sm_90, -Werror).
 #   SKIP_BUILD=1: package BUILD_DIR as it is (it must be a -DMOE_CUDA=ON build).
+#   ARCHS (default "80;90"), APPS (default "moetrain moeeval moeinfer moebench") and LIMIT_MIB
+#   (default 64) make a leaner bundle when the repository itself takes part of the device call's
+#   64 MiB: ARCHS=90 APPS=moebench halves the CUDA fat binaries for an H100/H200 alone.
 #
 # Libraries NOT bundled (the GPU machine provides them): the CUDA driver and toolkit libraries
 # (libcuda, libcudart, libcublas, libcublasLt, libcudnn*, libnccl*, libnvrtc*, libnvJitLink) and
@@ -21,7 +24,9 @@ set -euo pipefail
 OUT=${1:?usage: tools/gpu_bundle.sh OUTDIR [BUILD_DIR]}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${2:-$SRC/build-gpu-bundle}
-LIMIT_MIB=64
+LIMIT_MIB=${LIMIT_MIB:-64}
+ARCHS=${ARCHS:-80;90}
+APPS=${APPS:-moetrain moeeval moeinfer moebench}
 JOBS=${JOBS:-2}
 
 if [ "${SKIP_BUILD:-0}" = 1 ]; then  # package an existing CUDA build as it is
@@ -30,7 +35,7 @@ if [ "${SKIP_BUILD:-0}" = 1 ]; then  # package an existing CUDA build as it is
 else
   command -v nvcc >/dev/null || { echo "gpu_bundle: nvcc not found (install CUDA 13)" >&2; exit 1; }
   cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_CUDA=ON -DMOE_WERROR=ON \
-    -DMOE_CUDNN=ON -DMOE_CUDA_ARCHS="80;90" >/dev/null
+    -DMOE_CUDNN=ON -DMOE_CUDA_ARCHS="$ARCHS" >/dev/null
   cmake --build "$BUILD" -j "$JOBS"
 fi
 
@@ -43,7 +48,7 @@ strip_copy() {  # strip_copy SRC DEST_DIR
   strip --strip-unneeded "$2/$(basename "$1")" 2>/dev/null || true
 }
 
-for app in moetrain moeeval moeinfer moebench; do
+for app in $APPS; do
   [ -x "$BUILD/apps/$app" ] && strip_copy "$BUILD/apps/$app" "$STAGE/bin"
 done
 # The attention benchmark (tools/bench_attention.sh, which is copied to tools/ below).

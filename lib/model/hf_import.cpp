@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <regex>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -73,6 +72,28 @@ std::vector<std::string> weight_files(const std::string& dir) {
     out.push_back(p.string());
   }
   return out;
+}
+
+// Matches "<prefix><digits><sep><rest>" (one or more decimal digits): the tensor names of
+// transformers' layered models. Plain string scanning rather than std::regex: the names are
+// fixed-form, and GCC's <regex> trips -Wmaybe-uninitialized in the sanitizer build.
+bool digits_between(const std::string& s, const std::string& prefix, const std::string& sep,
+                    std::string& digits, std::string* rest) {
+  if (s.compare(0, prefix.size(), prefix) != 0) return false;
+  size_t end = prefix.size();
+  while (end < s.size() && s[end] >= '0' && s[end] <= '9') ++end;
+  if (end == prefix.size() || s.compare(end, sep.size(), sep) != 0) return false;
+  digits = s.substr(prefix.size(), end - prefix.size());
+  *rest = s.substr(end + sep.size());
+  return true;
+}
+
+// "mlp.shared_expert.{gate,up,down}_proj.weight" -> "gate", "up" or "down"; "" otherwise.
+std::string qwen_shared_projection(const std::string& rest) {
+  for (const char* proj : {"gate", "up", "down"}) {
+    if (rest == std::string("mlp.shared_expert.") + proj + "_proj.weight") return proj;
+  }
+  return "";
 }
 
 bool all_zero(const HfTensor& t) {
@@ -194,17 +215,16 @@ HfImport read_hf_checkpoint_unchecked(const std::string& dir) {
       raw[name] = HfTensor{reader.shape(name), reader.to_f32(name)};
     }
   }
-  const std::regex layer_re(R"(model\.layers\.(\d+)\.(.*))");
   std::map<int64_t, HfTensor*> shared_gate;
   std::map<int64_t, std::map<std::string, HfTensor*>> shared;
   for (auto& [name, t] : raw) {
-    std::smatch g;
-    if (!std::regex_match(name, g, layer_re)) {
+    std::string layer_digits, rest;
+    if (!digits_between(name, "model.layers.", ".", layer_digits, &rest)) {
       hf.tensors[name] = std::move(t);
       continue;
     }
-    const int64_t layer = std::stoll(g[1].str());
-    const std::string rest = g[2].str(), prefix = "model.layers." + g[1].str() + ".";
+    const int64_t layer = std::stoll(layer_digits);
+    const std::string prefix = "model.layers." + layer_digits + ".";
     MOE_USAGE_CHECK(layer < m.n_layers, "{}: tensor \"{}\" of layer {}, but num_hidden_layers is "
                     "{}", dir, name, layer, m.n_layers);
     if (rest.rfind("self_attn.q_norm", 0) == 0 || rest.rfind("self_attn.k_norm", 0) == 0) {
@@ -217,17 +237,18 @@ HfImport read_hf_checkpoint_unchecked(const std::string& dir) {
                       "moe-spec's model does not have", dir, name);
       continue;  // zero biases: exactly no bias
     }
-    std::smatch e;
-    static const std::regex mixtral_expert(R"(block_sparse_moe\.experts\.(\d+)\.w([123])\.weight)");
-    static const std::regex qwen_shared(R"(mlp\.shared_expert\.(gate|up|down)_proj\.weight)");
-    if (type == "mixtral" && std::regex_match(rest, e, mixtral_expert)) {
+    std::string expert_digits, w_rest;
+    const std::string shared_proj = qwen_shared_projection(rest);
+    if (type == "mixtral" &&
+        digits_between(rest, "block_sparse_moe.experts.", ".w", expert_digits, &w_rest) &&
+        (w_rest == "1.weight" || w_rest == "2.weight" || w_rest == "3.weight")) {
       static const char* proj[] = {"", "gate_proj", "down_proj", "up_proj"};
-      hf.tensors[prefix + "mlp.experts." + e[1].str() + "." + proj[std::stoi(e[2].str())] +
+      hf.tensors[prefix + "mlp.experts." + expert_digits + "." + proj[w_rest[0] - '0'] +
                  ".weight"] = std::move(t);
     } else if (type == "mixtral" && rest == "block_sparse_moe.gate.weight") {
       hf.tensors[prefix + "mlp.gate.weight"] = std::move(t);
-    } else if (type == "qwen2_moe" && std::regex_match(rest, e, qwen_shared)) {
-      shared[layer][e[1].str()] = &t;
+    } else if (type == "qwen2_moe" && !shared_proj.empty()) {
+      shared[layer][shared_proj] = &t;
     } else if (type == "qwen2_moe" && rest == "mlp.shared_expert_gate.weight") {
       shared_gate[layer] = &t;
     } else {

@@ -100,7 +100,7 @@ TEST_P(DataParallel, EqualsOneRankWithGradAccum) {
   }
   for (size_t i = 0; i < ref.params.size(); ++i) {
     const double d = test::rel_diff(dp.params[i], ref.params[i]);
-    EXPECT_LE(d, 1e-6) << ref.names[i];
+    EXPECT_LE(d, test::kParamTol) << ref.names[i];
     worst_param = std::max(worst_param, d);
   }
   EXPECT_LE(worst_loss, 1e-6);
@@ -148,10 +148,10 @@ TEST(Zero1, EqualsPlainDataParallelAndSplitsTheState) {
   }
   for (size_t i = 0; i < a.params.size(); ++i) {
     const double d = test::rel_diff(b.params[i], a.params[i]);
-    EXPECT_LE(d, 1e-6) << a.names[i];
+    EXPECT_LE(d, test::kParamTol) << a.names[i];
     worst = std::max(worst, d);
   }
-  EXPECT_LE(worst, 1e-6);
+  EXPECT_LE(worst, test::kParamTol);
   // Sizes: plain DP holds m and v of every trainable parameter; ZeRO-1 a 1/world shard of each
   // flat group (rounded up).
   int64_t trainable = 0;

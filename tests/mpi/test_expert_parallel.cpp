@@ -7,7 +7,8 @@
 //  - checkpoints are the full model: an EP run's checkpoint loads strictly into a plain model
 //    (moeeval) and resumes on 1 rank, on the same ranks without EP and with ZeRO-1, and with EP,
 //    continuing the uninterrupted run's losses.
-// Tolerance 1e-6 relative (max |a - b| / max |b| per tensor): not bitwise, because an expert's
+// Tolerance 1e-6 relative for gradients and losses, test::kParamTol for parameters after training
+// (max |a - b| / max |b| per tensor): not bitwise, because an expert's
 // weight gradient is one GEMM over all ranks' rows on its owner instead of one GEMM per rank
 // summed by the all-reduce, and the gradient norm adds the shards' squared norms separately;
 // every row's forward value is computed by the same kernel as without EP.
@@ -176,7 +177,7 @@ double compare(const TrainedRun& a, const TrainedRun& b, size_t first = 0) {
     EXPECT_TRUE(it != b.params.end()) << name;
     if (it == b.params.end()) continue;
     const double d = test::rel_diff(v, it->second);
-    EXPECT_LE(d, kTol) << name;
+    EXPECT_LE(d, test::kParamTol) << name;
     worst = std::max(worst, d);
   }
   return worst;
@@ -206,8 +207,8 @@ TEST_P(ExpertParallelTraining, EqualsOneRankAndCheckpointsAreTheFullModel) {
     cfg.train.expert_parallel = ep;
     cfg.run.eval_batches = 3;
     const TrainedRun run = train(cfg, *be, comm.get(), steps);
-    const double worst = compare(run, ref);
-    EXPECT_LE(worst, kTol);
+    const double worst = compare(run, ref);  // losses, grad norms and parameters
+    EXPECT_LE(worst, test::kParamTol);
     const double dv = test::rel_diff(run.valid.loss, ref.valid.loss);
     EXPECT_LE(dv, kTol);
     EXPECT_EQ(run.valid.tokens, ref.valid.tokens);
