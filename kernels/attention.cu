@@ -25,7 +25,10 @@
 //   element is therefore summed by one thread in a fixed order: deterministic, no atomics.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
+
+#include <spdlog/spdlog.h>
 
 #include "cuda_backend.h"
 #include "cudnn_attention.h"
@@ -578,28 +581,47 @@ void CudaBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const T
 // ---- selection and the cuDNN KV-cache forward ----------------------------------------------
 
 void CudaBackend::set_attention_impl(AttentionImpl impl) {
-  if (impl == AttentionImpl::kCudnn) {
-#ifdef MOE_WITH_CUDNN
-    if (!cudnn_) {
-      cudnn_ = std::make_shared<CudnnAttention>(
-          device_, stream_, [this](size_t bytes) { return scratch(kScratchCudnn, bytes); });
-    }
-#else
-    MOE_USAGE_FAIL("train.attention: 'cudnn', but this build has no cuDNN attention (it was "
-                   "configured without the cudnn-frontend headers: run tools/setup.sh, then "
-                   "reconfigure with -DMOE_CUDNN=ON); use auto or native");
-#endif
-  }
   attention_impl_ = impl;
+  if (impl == AttentionImpl::kNative) return;
+#ifdef MOE_WITH_CUDNN
+  if (cudnn_) return;
+  try {
+    cudnn_ = std::make_shared<CudnnAttention>(
+        device_, stream_, [this](size_t bytes) { return scratch(kScratchCudnn, bytes); });
+  } catch (const Error& e) {
+    // cudnn: the user asked for it, so its absence is their error. auto: native, said once.
+    if (impl == AttentionImpl::kCudnn || e.kind() != ErrorKind::kUsage) throw;
+    spdlog::info("train.attention auto: native attention kernels ({})", e.what());
+  }
+#else
+  MOE_USAGE_CHECK(impl != AttentionImpl::kCudnn,
+                  "train.attention: 'cudnn', but this build has no cuDNN attention (it was "
+                  "configured without the cudnn-frontend headers: run tools/setup.sh, then "
+                  "reconfigure with -DMOE_CUDNN=ON); use auto or native");
+#endif
 }
 
 bool CudaBackend::attention_on_cudnn(const AttnDims& dims, DType dtype,
                                      std::initializer_list<const void*> pointers,
                                      const char* op) const {
-  // kAuto resolves to native until the cuDNN path has passed its GPU tests (docs/gpu.md).
-  if (attention_impl_ != AttentionImpl::kCudnn) return false;
+  if (attention_impl_ == AttentionImpl::kNative) return false;
 #ifdef MOE_WITH_CUDNN
+  const bool cached = std::strcmp(op, "attention_forward_cached") == 0;
+  // cuDNN 9's SDPA backward refuses s_q = s_kv = 1 ("validate failed: s_q = s_kv = 1 is not
+  // supported", seen on an H200). Attention over a single key is a copy of v, so the native
+  // kernels serve that one shape, forward and backward alike (the lse convention is shared); the
+  // KV-cache forward at T = 1 attends to the cache as well and stays on cuDNN.
+  if (dims.seq == 1 && !cached) return false;
   const std::string why = CudnnAttention::ineligible_reason(dims, dtype, pointers);
+  if (attention_impl_ == AttentionImpl::kAuto) {
+    // auto: cuDNN's fused attention for training's forward and backward wherever the library,
+    // the GPU, the dtype and the shape allow it (it passed its GPU tests: docs/gpu.md), else the
+    // native kernels. The KV-cache forward stays native under auto: decoding is bound by reading
+    // the cache, which the cuDNN path must first gather into padded buffers.
+    if (!cudnn_ || cached || !why.empty()) return false;
+    return std::strcmp(op, "attention_backward") == 0 ? cudnn_->can_run_backward(dims)
+                                                       : cudnn_->can_run_forward(dims);
+  }
   MOE_USAGE_CHECK(why.empty(), "{}: train.attention 'cudnn' cannot run {}: {}", op,
                   shape_str({dims.batch, dims.seq, dims.heads, dims.kv_heads, dims.head_dim}),
                   why);

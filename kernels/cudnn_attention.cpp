@@ -29,6 +29,8 @@
 
 #include <cudnn_frontend.h>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
 
 // The handle the frontend's dynamic-loading shim resolves every cuDNN symbol from.
@@ -193,6 +195,27 @@ std::string CudnnAttention::ineligible_reason(const AttnDims& d, DType dtype,
       return "cuDNN fused attention needs 16-byte aligned q/k/v/out pointers (a row view "
              "starting inside a tensor may not be)";
   return {};
+}
+
+bool CudnnAttention::can_run_forward(const AttnDims& dims) { return can_run(Kind::kForward, dims); }
+bool CudnnAttention::can_run_backward(const AttnDims& dims) {
+  return can_run(Kind::kBackward, dims);
+}
+
+bool CudnnAttention::can_run(Kind kind, const AttnDims& d) {
+  const Key key{static_cast<int>(kind), d.batch, d.seq, d.heads, d.kv_heads, d.head_dim, d.seq};
+  if (refused_.count(key)) return false;
+  try {
+    plan(kind, d, d.seq);
+    return true;
+  } catch (const Error& e) {
+    // plan() reports a graph cuDNN will not build or validate as a usage error; anything else
+    // (a device or library failure) is not a reason to fall back quietly.
+    if (e.kind() != ErrorKind::kUsage) throw;
+    refused_[key] = true;
+    spdlog::debug("train.attention auto: native attention for this shape ({})", e.what());
+    return false;
+  }
 }
 
 CudnnAttention::Plan& CudnnAttention::plan(Kind kind, const AttnDims& d, int64_t s_kv) {

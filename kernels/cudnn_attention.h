@@ -1,6 +1,7 @@
 // CudnnAttention: causal GQA attention through cuDNN's fused scaled-dot-product attention (flash
 // attention on tensor cores), built with the cudnn-frontend graph API. CudaBackend holds one when
-// `train.attention: cudnn` selects it (kernels/attention.cu routes the three attention ops here).
+// `train.attention` is cudnn or auto (kernels/attention.cu routes the attention ops here: all
+// three under cudnn; under auto, forward and backward wherever cuDNN accepts the shape).
 //
 // Plain C++ (no CUDA header): implemented in cudnn_attention.cpp, compiled by the host compiler
 // with the cudnn-frontend headers, so their templates never go through nvcc. The gather kernel of
@@ -63,6 +64,11 @@ class CudnnAttention {
                       const int32_t* seq_len_q, const int32_t* seq_len_kv, int64_t s_kv,
                       const AttnDims& dims);
 
+  // train.attention: auto asks before each forward / backward: true when a plan for this shape
+  // exists or can be built now (built and kept); false, remembered per shape, when cuDNN
+  // refuses the graph. Device and library problems still throw.
+  bool can_run_forward(const AttnDims& dims);
+  bool can_run_backward(const AttnDims& dims);
   size_t plans_built() const { return plans_.size(); }
 
  private:
@@ -76,7 +82,9 @@ class CudnnAttention {
   CUstream_st* stream_;
   WorkspaceFn workspace_;
   cudnnContext* handle_ = nullptr;
+  bool can_run(Kind kind, const AttnDims& dims);
   std::map<Key, std::unique_ptr<Plan>> plans_;
+  std::map<Key, bool> refused_;  // shapes whose graph cuDNN refused (auto: native for those)
 };
 
 }  // namespace moe

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from a bundle made by tools/gpu_bundle.sh (copied there as run.sh):
 #   1. the gpu tests (GoogleTest XML + logs), then the bundled cpu tests;
-#   2. compute-sanitizer memcheck and racecheck on a short subset of the gpu tests;
+#   2. compute-sanitizer: memcheck and synccheck on every op case, racecheck on the shared-memory
+#      kernels, memcheck on the determinism and cuDNN attention tests;
 #   3. moebench (small and 0.4b: tokens/s, MFU vs 989 TFLOP/s and vs the measured cuBLAS GEMM
 #      rate, step-time breakdown by op family, sp+cp overhead) and the PyTorch peer on the same
 #      GPU; a summary of both.
@@ -15,7 +16,7 @@
 #   --sanitizer  step 2 only;   --bench  step 3 only
 #   --attention  only the attention benchmark, native vs cuDNN (tools/bench_attention.sh, issue 15;
 #                run --tests first: the cuDNN path has never run), into OUTDIR/attention
-# Seconds per step: TEST_TIMEOUT (each gpu test binary, default 270), SAN_TIMEOUT (each of the 3
+# Seconds per step: TEST_TIMEOUT (each gpu test binary, default 270), SAN_TIMEOUT (each of the 5
 # sanitizer runs, default 180), BENCH_TIMEOUT (each of the 3 runs per preset, default 180).
 # PRESETS (default "small 0.4b") picks the benchmark presets: one preset per call fits 10 minutes.
 set -uo pipefail
@@ -135,14 +136,21 @@ SAN=$(command -v compute-sanitizer || true)
 if ! want sanitizer; then
   :
 elif [ -n "$SAN" ] && [ -x "$PAYLOAD/tests/test_cuda_ops" ]; then
-  FILTER='AllOps/CudaOps.MatchesCpuReference/*permute*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*'
+  # memcheck and synccheck over every op case (the device-error tests are left out: they trap on
+  # purpose); racecheck over the kernels that share memory between threads.
+  OPS='AllOps/CudaOps.*'
+  SHARED='AllOps/CudaOps.MatchesCpuReference/attention*:AllOps/CudaOps.MatchesCpuReference/kv_cache*:AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/permute*:AllOps/CudaOps.MatchesCpuReference/rms_norm*:AllOps/CudaOps.MatchesCpuReference/cross_entropy*:AllOps/CudaOps.MatchesCpuReference/sp*:AllOps/CudaOps.MatchesCpuReference/embedding*'
   step sanitizer_memcheck "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
-    "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$FILTER"
+    "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$OPS"
   step sanitizer_racecheck "$SAN_TIMEOUT" "$SAN" --tool racecheck --error-exitcode 9 \
-    "$PAYLOAD/tests/test_cuda_ops" \
-    --gtest_filter='AllOps/CudaOps.MatchesCpuReference/grouped*:AllOps/CudaOps.MatchesCpuReference/permute_bf16:AllOps/CudaOps.MatchesCpuReference/elementwise_f32'
-  step sanitizer_memcheck_attention "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
+    "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$SHARED"
+  step sanitizer_synccheck "$SAN_TIMEOUT" "$SAN" --tool synccheck --error-exitcode 9 \
+    "$PAYLOAD/tests/test_cuda_ops" --gtest_filter="$OPS"
+  step sanitizer_memcheck_determinism "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
     "$PAYLOAD/tests/test_cuda_ops" --gtest_filter='CudaDeterminism.*'
+  [ -x "$PAYLOAD/tests/test_cuda_cudnn_attention" ] && \
+    step sanitizer_memcheck_cudnn "$SAN_TIMEOUT" "$SAN" --tool memcheck --error-exitcode 9 \
+      "$PAYLOAD/tests/test_cuda_cudnn_attention"
 else
   echo "sanitizer skipped: compute-sanitizer not found" | tee -a "$STATUS"
   FAILED=1

@@ -1,7 +1,8 @@
 // The cuDNN attention path (train.attention: cudnn, kernels/cudnn_attention.cpp) against the CPU
 // reference: attention forward and backward and the KV-cache forward, bf16 (cuDNN's fused
 // attention has no fp32 path), random non-zero inputs, NaN-poisoned outputs, at the shapes the
-// native kernel is tested at in test_cuda_ops.cpp: T = 1, T not a multiple of any tile (19, 45,
+// native kernel is tested at in test_cuda_ops.cpp: T = 1 (served by the native kernels: cuDNN 9
+// refuses s_q = s_kv = 1), T not a multiple of any tile (19, 45,
 // 67, 1030), GQA (H / KV = 2 and 3), head_dim 8 to 128, and the KV-cache prefix (rows sharing a
 // prefix, a row without one, a prefix further down the cache, T = 1 and T = 20). Tolerances:
 // tests/gpu/op_harness.h (bf16).
@@ -155,9 +156,10 @@ TEST_F(CudnnAttention, KvCachePrefixAboveTheBoundIsADeviceError) {
   Pair kc = h.act_input({100, 16}), vc = h.act_input({100, 16});
   Pair start = h.i32_input({1}, {0}), len = h.i32_input({1}, {90});  // 90 > bound 4 (+ 64 pad)
   Tensor out = gpu_->empty({3, 32}, DType::kBF16);
-  gpu_->attention_forward_cached(out, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu, len.gpu,
-                                 d);
+  // The error surfaces at the op itself under MOE_DEBUG_SYNC=1, else at the synchronisation.
   try {
+    gpu_->attention_forward_cached(out, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu, len.gpu,
+                                   d);
     gpu_->synchronize();
     ADD_FAILURE() << "expected a device input error";
   } catch (const Error& e) {
@@ -197,9 +199,8 @@ TEST_F(CudnnAttention, UnsupportedCallsAreUsageErrors) {
   gpu_->synchronize();
 }
 
-// auto stays native until the cuDNN path has passed on a GPU (docs/gpu.md): f32 attention, which
-// cuDNN cannot run, still works under auto.
-TEST(CudnnAttentionAuto, AutoRunsNative) {
+// auto: f32 attention, which cuDNN cannot run, runs the native kernels.
+TEST(CudnnAttentionAuto, F32RunsNative) {
   if (!has_cuda()) GTEST_SKIP() << "no CUDA device on this machine: skipped, not passed";
   auto cpu = make_backend("cpu");
   auto gpu = make_backend("cuda");
@@ -212,6 +213,49 @@ TEST(CudnnAttentionAuto, AutoRunsNative) {
   h.cpu().attention_forward(out.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, d);
   h.gpu().attention_forward(out.gpu, lse.gpu, q.gpu, k.gpu, v.gpu, d);
   h.expect_close(out, "auto attention out");
+}
+
+// auto: bf16 training attention runs cuDNN (since it passed on a GPU: docs/gpu.md). Its forward
+// and backward equal an explicit train.attention: cudnn backend's bit for bit, which the native
+// kernels would not (another summation order), and T = 1 runs native under both.
+TEST(CudnnAttentionAuto, Bf16RunsCudnn) {
+  if (!has_cuda()) GTEST_SKIP() << "no CUDA device on this machine: skipped, not passed";
+  auto cpu = make_backend("cpu");
+  auto autob = make_backend("cuda");
+  auto cudnn = make_backend("cuda");
+  auto native = make_backend("cuda");
+  autob->set_attention_impl(AttentionImpl::kAuto);
+  cudnn->set_attention_impl(AttentionImpl::kCudnn);
+  native->set_attention_impl(AttentionImpl::kNative);
+  OpHarness h(*cpu, *autob, DType::kBF16, 23u);
+  for (const AttnDims d : {AttnDims{2, 67, 4, 2, 32}, AttnDims{3, 1, 2, 2, 8}}) {
+    const int64_t rows = d.batch * d.seq;
+    Pair q = h.act_input({rows, d.heads * d.head_dim});
+    Pair k = h.act_input({rows, d.kv_heads * d.head_dim});
+    Pair v = h.act_input({rows, d.kv_heads * d.head_dim});
+    Pair dout = h.act_input({rows, d.heads * d.head_dim});
+    std::vector<std::vector<float>> results;
+    for (Backend* g : {autob.get(), cudnn.get(), native.get()}) {
+      Tensor o = g->empty({rows, d.heads * d.head_dim}, DType::kBF16);
+      Tensor lse = g->empty({d.batch, d.heads, d.seq}, DType::kF32);
+      Tensor dq = g->empty(q.gpu.shape(), DType::kBF16);
+      Tensor dk = g->empty(k.gpu.shape(), DType::kBF16);
+      Tensor dv = g->empty(v.gpu.shape(), DType::kBF16);
+      g->attention_forward(o, lse, q.gpu, k.gpu, v.gpu, d);
+      g->attention_backward(dq, dk, dv, dout.gpu, q.gpu, k.gpu, v.gpu, o, lse, d);
+      g->synchronize();
+      std::vector<float> all;
+      for (const Tensor* t : {&o, &lse, &dq, &dk, &dv}) {
+        std::vector<float> x = h.gpu_values(*t);
+        all.insert(all.end(), x.begin(), x.end());
+      }
+      results.push_back(std::move(all));
+    }
+    const std::string tag = tag_of("auto", d);
+    EXPECT_EQ(results[0], results[1]) << tag << ": auto differs from cudnn";
+    if (d.seq == 1) EXPECT_EQ(results[0], results[2]) << tag << ": T = 1 should run native";
+    else EXPECT_NE(results[0], results[2]) << tag << ": auto gave the native kernels' bits";
+  }
 }
 
 }  // namespace

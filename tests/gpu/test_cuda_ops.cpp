@@ -729,8 +729,10 @@ TEST(CudaKvCache, SpanOutsideTheCacheIsADeviceError) {
   Pair kc = h.act_input({10, 16}), vc = h.act_input({10, 16});
   Pair start = h.i32_input({1}, {4}), len = h.i32_input({1}, {7});  // 4 + 7 > 10
   Tensor out = gpu->empty({3, 32}, DType::kF32);
-  gpu->attention_forward_cached(out, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu, len.gpu, d);
+  // The error surfaces at the op itself under MOE_DEBUG_SYNC=1, else at the synchronisation.
   try {
+    gpu->attention_forward_cached(out, q.gpu, k.gpu, v.gpu, kc.gpu, vc.gpu, start.gpu, len.gpu,
+                                  d);
     gpu->synchronize();
     ADD_FAILURE() << "expected a device input error";
   } catch (const Error& e) {
