@@ -13,7 +13,11 @@
 #                   [--tasks LIST --task-dir DIR] [--suite paper] [--limit N]
 #                   [--eval-text FILE ...] [--ood-text FILE ...] [--routing-max-tokens N]
 #                   [--threads N] [--build DIR] [--ep-devices P] [--infer-tokens N]
+#                   [--device cpu|cuda|cuda:N]
 #
+# --device runs training (train.device) and evaluation (moeeval --device) on that backend
+# (default: the config's train.device for training, cpu for evaluation). The moeinfer figures
+# (routing traces, the batch-1 expert-cache run) stay on the CPU backend.
 # --suite paper evaluates the paper's six zero-shot tasks (moeeval --suite paper; needs
 # --task-dir) and adds their mean to the table ("paper suite").
 #
@@ -43,6 +47,7 @@ PYTHON="${PYTHON:-/usr/bin/python3}"
 CONFIG=""; SETS=(); SEEDS="1"; ARCHS=""; CELLS="lb,lb+sp,lb+cp,lb+sp+cp"; STEPS=""; OUT="runs/ablate"
 TASKS=""; SUITE=""; TASK_DIR=""; LIMIT=0; EVAL_TEXT=(); OOD_TEXT=(); ROUTING_MAX=0; THREADS=0
 EP_DEVICES=2
+DEVICE=""
 INFER_TOKENS=20000
 
 [ $# -ge 1 ] || usage
@@ -63,6 +68,7 @@ while [ $# -gt 0 ]; do
     --routing-max-tokens) ROUTING_MAX="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --build) BUILD="$2"; shift 2 ;;
+    --device) DEVICE="$2"; shift 2 ;;
     --ep-devices) EP_DEVICES="$2"; shift 2 ;;
     --infer-tokens) INFER_TOKENS="$2"; shift 2 ;;
     -h|--help) usage ;;
@@ -105,6 +111,8 @@ print(steps[-1] if steps else 0)
 EOF
 }
 
+DEV_ARGS=()
+[ -z "$DEVICE" ] || DEV_ARGS=(--device "$DEVICE")
 mkdir -p "$OUT"
 ARCH_LIST="${ARCHS:-$(config_value model.arch)}"
 CONFIG_SHARED="$(config_value model.n_shared_experts)"
@@ -122,6 +130,7 @@ for arch in ${ARCH_LIST//,/ }; do
       run="$OUT/$arch/$cell/seed$seed"
       overrides=("${ARCH_SETS[@]}" "${SETS[@]}" "train.seed=$seed" "loss.losses=[${cell//+/,}]"
                  "run.out_dir=$run")
+      [ -z "$DEVICE" ] || overrides+=("train.device=$DEVICE")
       [ -z "$STEPS" ] || overrides+=("train.max_steps=$STEPS")
       [ -z "$TOKENIZER" ] || overrides+=("data.tokenizer=$TOKENIZER")
       target="$(config_value train.max_steps "${overrides[@]}")"
@@ -194,7 +203,7 @@ EOF
         echo "ablate: $run/eval.json is up to date"
         continue
       fi
-      eval_args=(--checkpoint "$ckpt" --out "$run/eval.json" --threads "$THREADS"
+      eval_args=(--checkpoint "$ckpt" --out "$run/eval.json" --threads "$THREADS" "${DEV_ARGS[@]}"
                  --routing-max-tokens "$ROUTING_MAX" --ppl "${texts[@]}" "${OOD_TEXT[@]}"
                  --routing "${texts[@]}")
       if [ -n "$TASKS" ]; then eval_args+=(--tasks "$TASKS"); fi

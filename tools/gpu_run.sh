@@ -14,6 +14,13 @@
 #   --tests      the gpu tests only (step 1 without the cpu tests): the first run on a new GPU
 #   --quick      gpu tests, sanitizer subset, small benchmark with fewer steps
 #   --sanitizer  step 2 only;   --bench  step 3 only
+#   --apps       the apps end to end on the GPU: moetrain (bf16, cuDNN attention by auto) on the
+#                replication config from data/ (run from the repository root), then moeeval
+#                (perplexity, zero-shot) and moeinfer (greedy text, latency) on cuda and on the
+#                CPU backend, same checkpoint; into OUTDIR (the run itself under /tmp)
+#   --gridc      the replication study's Grid C (tools/replication.sh grid-c, docs/replication.md)
+#                trained and evaluated on the GPU (--device cuda), restartable; the small per-run
+#                results exported to OUTDIR/results (run from the repository root)
 #   --attention  only the attention benchmark, native vs cuDNN (tools/bench_attention.sh, issue 15;
 #                run --tests first: the cuDNN path has never run), into OUTDIR/attention
 # Seconds per step: TEST_TIMEOUT (each gpu test binary, default 270), SAN_TIMEOUT (each of the 5
@@ -24,15 +31,16 @@ set -uo pipefail
 OUT=${1:?usage: run.sh OUTDIR [--tests|--quick|--sanitizer|--bench|--attention]}
 MODE=${2:-all}
 case "$MODE" in
-  all|--tests|--quick|--sanitizer|--bench|--attention) ;;
+  all|--tests|--quick|--sanitizer|--bench|--attention|--apps|--gridc) ;;
   *) echo "run.sh: unknown mode '$MODE' (expected --tests, --quick, --sanitizer, --bench or" \
           "--attention)" >&2
      exit 2 ;;
 esac
 want() {  # want STEP: does MODE include step tests|cpu_tests|sanitizer|bench?
   case "$MODE:$1" in
+    all:apps|all:gridc) return 1 ;;  # explicit modes only
     all:*|--tests:tests|--quick:tests|--quick:sanitizer|--quick:bench) return 0 ;;
-    --sanitizer:sanitizer|--bench:bench|--attention:attention) return 0 ;;
+    --sanitizer:sanitizer|--bench:bench|--attention:attention|--apps:apps|--gridc:gridc) return 0 ;;
   esac
   return 1
 }
@@ -179,6 +187,52 @@ done
 if [ "$MODE" = "--attention" ]; then
   step attention_bench "${ATTN_TIMEOUT:-540}" bash "$BUNDLE/tools/bench_attention.sh" \
     "$OUT/attention" "$PAYLOAD"
+fi
+
+# 3c. the apps end to end (--apps only): a short bf16 training run on the GPU, then the same
+# checkpoint evaluated and decoded on cuda and on the CPU backend.
+if want apps && [ -x "$PAYLOAD/bin/moetrain" ]; then
+  RUN=/tmp/moe_gpu_apps_run
+  rm -rf "$RUN"
+  APP_STEPS=${APP_STEPS:-300}
+  step apps_moetrain "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moetrain" \
+    --config configs/replication_gridA.yaml --set train.device=cuda --set train.dtype=bf16 \
+    --set train.max_steps="$APP_STEPS" --set run.save_every="$APP_STEPS" \
+    --set run.eval_every=100 --set run.out_dir="$RUN"
+  cp "$RUN/metrics.jsonl" "$OUT/apps_train_metrics.jsonl" 2>/dev/null || true
+  CKPT=$(ls -d "$RUN"/checkpoints/step_* 2>/dev/null | tail -1)
+  if [ -n "$CKPT" ]; then
+    for dev in cuda cpu; do
+      step "apps_moeeval_$dev" "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moeeval" --checkpoint "$CKPT" \
+        --device "$dev" --ppl data/corpora/gutenberg_nltk/austen-persuasion.txt \
+        --tasks piqa,arc_easy,hellaswag --limit "${APP_LIMIT:-400}" --out "$OUT/apps_eval_$dev.json"
+      step "apps_moeinfer_text_$dev" "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moeinfer" \
+        --checkpoint "$RUN" --device "$dev" --prompt "It was a truth universally" \
+        --max-new-tokens 48
+      step "apps_moeinfer_bench_$dev" "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moeinfer" \
+        --checkpoint "$RUN" --device "$dev" --bench -p 32,128 -n 32 -b 1,8 -r 5 -o md
+    done
+  else
+    echo "apps: moetrain left no checkpoint in $RUN" | tee -a "$STATUS"
+    FAILED=1
+  fi
+fi
+
+# 3d. Grid C on the GPU (--gridc only). tools/ablate.sh expects BUILD/apps/ and a python3 with
+# PyYAML: a folder of links to the bundle's apps, and the machine's python3 run without the
+# bundle's libraries.
+if want gridc; then
+  LINKS=/tmp/moe_gpu_build
+  mkdir -p "$LINKS/apps"
+  for app in moetrain moeeval moeinfer; do ln -sf "$PAYLOAD/bin/$app" "$LINKS/apps/$app"; done
+  printf '#!/bin/sh\nexec %s "$@"\n' "${PY[*]}" > "$LINKS/python3"
+  chmod +x "$LINKS/python3"
+  GRID_DIR=${GRID_DIR:-/tmp/moe_gpu_replication}
+  export PYTHON="$LINKS/python3"
+  step gridc "${GRIDC_TIMEOUT:-300}" bash tools/replication.sh grid-c \
+    --out "$GRID_DIR" --build "$LINKS" --device cuda --threads 0 --seeds "${GRIDC_SEEDS:-1}"
+  INFO_ONLY=1 step gridc_export 60 bash tools/replication.sh export \
+    --out "$GRID_DIR" --to "$OUT/results"
 fi
 
 # Summary: one table of everything measured (missing files are reported as missing).

@@ -5,11 +5,15 @@
 #   sanitizer  compute-sanitizer memcheck + racecheck on a subset (gpu_run.sh --sanitizer)
 #   attention  native attention kernels against cuDNN's fused attention (gpu_run.sh --attention)
 #   bench      moebench with the PyTorch peer on the same GPU (gpu_run.sh --bench)
+#   apps       moetrain / moeeval / moeinfer end to end, cuda against the CPU backend
+#              (gpu_run.sh --apps; run from the repository root: it reads configs/ and data/)
+#   gridc      the replication study's Grid C on the GPU (gpu_run.sh --gridc; repository root)
 # Each phase's folder is packed into OUT/PHASE.tgz as soon as the phase ends: a device call brings
 # back a handful of files, and a phase cut short by its limit still leaves what it wrote.
 #
 # Usage: tools/gpu_session.sh BUNDLE_DIR OUT [PHASES (default: tests sanitizer attention bench)]
-# Env (seconds): LIMIT_TESTS 200, LIMIT_SANITIZER 210, LIMIT_ATTENTION 120, LIMIT_BENCH 150;
+# Env (seconds): LIMIT_TESTS 200, LIMIT_SANITIZER 210, LIMIT_ATTENTION 120, LIMIT_BENCH 150,
+#   LIMIT_APPS 300, LIMIT_GRIDC 300;
 #   PRESETS (bench presets, default small), SEQS (attention lengths, default 256,1024,4096),
 #   SKIP_MOEBENCH (attention phase without the moebench 0.4b pair, default 1).
 # Example, on the device machine from the repository root, with the bundle carried in gpubundle/:
@@ -37,7 +41,12 @@ for phase in $PHASES; do
     bench)
       PRESETS=${PRESETS:-small} BENCH_TIMEOUT=${BENCH_TIMEOUT:-45} timeout "${LIMIT_BENCH:-150}" \
         bash "$BUNDLE/run.sh" "$WORK/bench" --bench ;;
-    *) echo "gpu_session: unknown phase '$phase' (tests, sanitizer, attention, bench)" >&2
+    apps)
+      timeout "${LIMIT_APPS:-300}" bash "$BUNDLE/run.sh" "$WORK/apps" --apps ;;
+    gridc)
+      GRIDC_TIMEOUT=$(( ${LIMIT_GRIDC:-300} - 20 )) timeout "${LIMIT_GRIDC:-300}" \
+        bash "$BUNDLE/run.sh" "$WORK/gridc" --gridc ;;
+    *) echo "gpu_session: unknown phase '$phase' (tests, sanitizer, attention, bench, apps, gridc)" >&2
        exit 2 ;;
   esac
   rc=$?

@@ -42,6 +42,7 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
     --build) BUILD="$2"; shift 2 ;;
+    --device) SETS+=(--device "$2"); shift 2 ;;
     --archs) ARCHS="$2"; shift 2 ;;
     --seeds) SEEDS="$2"; shift 2 ;;
     --values) VALUES="$2"; shift 2 ;;
@@ -99,7 +100,7 @@ case "$GRID" in
     done ;;
   export)
     [ -n "$TO" ] || die "export needs --to RESULTS"
-    /usr/bin/python3 - "$OUT" "$TO" <<'EOF'
+    "${PYTHON:-/usr/bin/python3}" - "$OUT" "$TO" <<'EOF'
 import glob, json, os, shutil, sys
 src, dst = sys.argv[1], sys.argv[2]
 KEEP = ("type", "step", "tokens", "tok_per_s", "loss", "lm", "lb", "z", "sp", "cp", "val_loss",
