@@ -205,12 +205,13 @@ if want apps && [ -x "$PAYLOAD/bin/moetrain" ]; then
     for dev in cuda cpu; do
       step "apps_moeeval_$dev" "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moeeval" --checkpoint "$CKPT" \
         --device "$dev" --ppl data/corpora/gutenberg_nltk/austen-persuasion.txt \
-        --tasks piqa,arc_easy,hellaswag --limit "${APP_LIMIT:-400}" --out "$OUT/apps_eval_$dev.json"
+        --tasks piqa,arc_easy,hellaswag --task-dir data/zeroshot --limit "${APP_LIMIT:-400}" \
+        --out "$OUT/apps_eval_$dev.json"
       step "apps_moeinfer_text_$dev" "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moeinfer" \
         --checkpoint "$RUN" --device "$dev" --prompt "It was a truth universally" \
         --max-new-tokens 48
       step "apps_moeinfer_bench_$dev" "${APP_TIMEOUT:-150}" "$PAYLOAD/bin/moeinfer" \
-        --checkpoint "$RUN" --device "$dev" --bench -p 32,128 -n 32 -b 1,8 -r 5 -o md
+        --checkpoint "$RUN" --device "$dev" --bench -p 32,96 -n 32 -b 1,8 -r 5 -o md
     done
   else
     echo "apps: moetrain left no checkpoint in $RUN" | tee -a "$STATUS"
