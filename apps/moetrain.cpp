@@ -44,6 +44,10 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   std::string checkpoint;
   std::string base_config;  // the config a --resume starts from
   if (!opts.resume.empty()) {
+    moe::check_run_dir_not_in_use(opts.resume);
+    const fs::path resume_path(opts.resume);
+    if (resume_path.parent_path().filename() == "checkpoints")  // a checkpoint of the run
+      moe::check_run_dir_not_in_use(resume_path.parent_path().parent_path().string());
     if (moe::is_run_without_checkpoint(opts.resume)) {
       // Stopped before its first checkpoint: start it again from step 0 with its config.yaml.
       base_config = (fs::path(opts.resume) / "config.yaml").string();

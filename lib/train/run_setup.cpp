@@ -82,6 +82,19 @@ bool is_run_without_checkpoint(const std::string& dir) {
   return false;
 }
 
+void check_run_dir_not_in_use(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // unreadable: the checks that follow name the problem
+  // A shared, non-blocking probe: fails only while a moetrain holds the directory's exclusive
+  // lock (lock_run_dir), and never conflicts with other ranks probing at the same time.
+  const bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // releases the probe's lock
+  MOE_USAGE_CHECK(!busy, "run.out_dir '{}' is in use by another moetrain process; wait for it "
+                  "to finish (or stop it) first", dir);
+}
+
 void lock_run_dir(const std::string& out_dir) {
   static int held_fd = -1;  // open for the life of the process: the lock lives with it
   if (held_fd >= 0) return;

@@ -29,6 +29,9 @@ bool is_run_without_checkpoint(const std::string& dir);
 // usage error when another process holds it (two moetrain processes never share a run directory).
 // The kernel drops the lock when the process ends, however it ends.
 void lock_run_dir(const std::string& out_dir);
+// --resume reads the run's checkpoints before the lock is taken: a run that another moetrain is
+// still writing is refused first, with lock_run_dir's error, instead of racing its checkpoints.
+void check_run_dir_not_in_use(const std::string& dir);
 
 // Removes what a crashed process left behind in a locked run directory: temporary checkpoint
 // directories (checkpoints/step_XXXXXXXX.tmp-PID) and temporary files (*.tmp-PID) of processes
