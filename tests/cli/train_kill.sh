@@ -1,6 +1,6 @@
 # kill -9 and stuck runs (docs/reliability.md):
-# 1. kill -9 at random moments of a run that saves a checkpoint every step (so that many kills
-#    land inside a checkpoint write), resuming after each, until it finishes: the result is
+# 1. kill -9 at random moments of a run that saves a checkpoint every step, and on every other
+#    start just after a checkpoint write begins, resuming after each, until it finishes: the result is
 #    bit-identical to a straight run (weights, optimizer state, every metric record), and the
 #    temporary checkpoint directories of the killed processes are removed at the next start.
 # 2. A run killed before its first checkpoint restarts cleanly from step 0, by --resume (with its
@@ -16,9 +16,14 @@ start_time=$SECONDS
 
 write_tiny_config "$WORK/tiny.yaml" "$WORK/unused" "$WORK/cache"
 common=(--set train.max_steps=40 --set run.eval_every=10 --set run.keep_last=2)
+t0_ns=$(date +%s%N)
 "$MOETRAIN" --config "$WORK/tiny.yaml" "${common[@]}" --set run.save_every=40 \
   --set run.out_dir="$WORK/straight" > "$WORK/straight.log" 2>&1 \
   || { cat "$WORK/straight.log"; fail "the straight run failed"; }
+# Kills land at random moments of a start: up to half the straight run's own duration (at
+# least 50 ms in all), so that on a fast machine they still fall inside the run.
+straight_ms=$(( ($(date +%s%N) - t0_ns) / 1000000 ))
+[ "$straight_ms" -ge 50 ] || straight_ms=50
 
 same_as_straight() {  # $1: run dir, $2: what
   for f in model.safetensors optimizer.safetensors; do
@@ -40,7 +45,7 @@ wait_started() {  # until the signal thread of process $1 runs (main() has begun
 # ---- 1. kill -9 at random moments, resume each time ------------------------------------------
 RANDOM=777
 run="$WORK/killed"
-kills=0 in_write=0 code=1 attempt=0
+kills=0 in_write=0 code=1 attempt=0 round=1
 # The first start is a fresh run; each later one resumes (also after a kill before the first
 # checkpoint: --resume then restarts from step 0 with the run's config.yaml).
 while [ "$code" != 0 ]; do
@@ -58,7 +63,17 @@ while [ "$code" != 0 ]; do
   pid=$!
   wait_started "$pid"
   if [ "$kills" -lt 25 ]; then
-    sleep "$(printf '0.%03d' $((RANDOM % 200)))"
+    if [ $((attempt % 2)) = 0 ]; then
+      # Every other start: wait until this process begins a checkpoint write, then kill it
+      # there (a tiny model's write takes milliseconds; random moments alone may miss them all).
+      for _ in $(seq 1 20000); do
+        compgen -G "$run/checkpoints/*.tmp-$pid" > /dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+      done
+    else
+      delay_ms=$(( (RANDOM * 32768 + RANDOM) % (straight_ms / 2 + 1) ))
+      sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
+    fi
     kill -KILL "$pid" 2>/dev/null && kills=$((kills + 1))
   fi
   set +e
@@ -71,13 +86,19 @@ while [ "$code" != 0 ]; do
     137) if ls "$run/checkpoints" 2>/dev/null | grep -q '\.tmp-'; then in_write=$((in_write + 1)); fi ;;
     *) cat "$WORK/attempt$attempt.log"; fail "start $attempt exited $code" ;;
   esac
+  # Finished without a kill inside a checkpoint write: run the whole sequence again (at most 3
+  # rounds), rather than pass having proved less than this test claims.
+  if [ "$code" = 0 ] && [ "$in_write" = 0 ] && [ "$round" -lt 3 ]; then
+    same_as_straight "$run" "kill -9 (round $round)"
+    rm -rf "$run"; round=$((round + 1)); kills=0; code=1
+  fi
 done
 same_as_straight "$run" "kill -9"
 [ "$in_write" -ge 1 ] || fail "no kill landed inside a checkpoint write ($kills kills): the test proved less than it claims"
 grep -h "left by process" "$WORK"/attempt*.log > /dev/null \
   || fail "the temporary directories of killed saves were never removed"
 if find "$run" -name '*.tmp-*' | grep -q .; then fail "temporaries left after the run finished"; fi
-echo "kill -9: $kills kills ($in_write inside a checkpoint write) in $attempt starts; result bit-identical"
+echo "kill -9: $kills kills ($in_write inside a checkpoint write) in $attempt starts, round $round; result bit-identical"
 
 # ---- 2. killed before the first checkpoint -----------------------------------------------------
 stuck() {  # $1: run dir as a run killed during its first checkpoint save leaves it
