@@ -255,8 +255,8 @@ TEST_P(ExpertParallelTraining, EqualsOneRankAndCheckpointsAreTheFullModel) {
     again.train.grad_accum = l.accum;
     again.run.eval_batches = 3;
     const TrainedRun cont = train(again, *be, l.alone ? nullptr : comm.get(), 2, ckpt);
-    const double worst = compare(cont, ref, 3);
-    EXPECT_LE(worst, kTol) << l.what;
+    const double worst = compare(cont, ref, 3);  // losses, grad norms and parameters
+    EXPECT_LE(worst, test::kParamTol) << l.what;
     if (comm->rank() == 0) {
       std::printf("[ EP %s resume ] checkpoint of %d ranks x expert_parallel %d resumed on %s: "
                   "steps 4-5 and parameters vs the uninterrupted run %.3g\n", arch.c_str(), world,
