@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CPU code with AddressSanitizer + UndefinedBehaviorSanitizer (CUDA off,
-# RelWithDebInfo, in build-asan/) and runs every cpu-labelled test under it. Any report fails the
+# RelWithDebInfo, in build-asan/) and runs every cpu-labelled test under it (the mpi-labelled ones
+# in a second ctest call, with full allocation stacks). Any report fails the
 # run: -fno-sanitize-recover=all turns each UBSan finding into an abort, and ASan halts on its
 # first error (halt_on_error, abort_on_error). .ci/run calls this after tools/test.sh.
 # Usage: tools/sanitize.sh [extra ctest arguments, e.g. -R Config]
@@ -22,4 +23,10 @@ export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_stri
 export LSAN_OPTIONS="suppressions=$PWD/tools/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:print_summary=1"
 export OMP_WAIT_POLICY=PASSIVE
-ctest --test-dir "$BUILD" -L cpu --output-on-failure -j"$JOBS" "$@"
+ctest --test-dir "$BUILD" -L cpu -LE mpi --output-on-failure -j"$JOBS" "$@"
+# The multi-process tests: OpenMPI's one-off allocations are suppressed by library name
+# (tools/lsan.supp), which needs the full allocation stacks (the fast unwinder stops at the first
+# frame without a frame pointer, inside OpenMPI's plugins), and the plugins kept loaded so their
+# frames have names.
+ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0" OMPI_MCA_mca_base_component_disable_dlclose=1 \
+  ctest --test-dir "$BUILD" -L mpi --output-on-failure -j"$JOBS" "$@"
