@@ -87,13 +87,13 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
     if (proc.rank == 0) fmt::print("{}", moe::config_to_yaml(cfg));
     return 0;
   }
-  const double peak = moe::peak_flops(cfg.train, flags.peak_tflops);
+  const moe::PeakFlops peak = moe::peak_flops(cfg.train, flags.peak_tflops);
   if (opts.dry_run) {
     moe::DryRunLayout layout;
     layout.ranks = flags.ranks > 0 ? flags.ranks : proc.size;
     layout.link_gb_per_s = flags.link_gb_per_s;
     if (proc.rank == 0) {
-      fmt::print("{}", moe::dry_run_report(cfg, peak, layout));
+      fmt::print("{}", moe::dry_run_report(cfg, peak.flops, layout));
       fmt::print("{}", moe::check_data_paths(cfg));
     }
     return 0;
@@ -134,7 +134,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   moe::TrainerOptions topts;
   topts.resume_checkpoint = checkpoint;
   topts.stop_at_step = flags.stop_at_step;
-  topts.peak_flops = peak;
+  topts.peak_flops = peak.flops;
   topts.comm = comm.get();
   topts.init_from = hf.get();
   moe::Trainer trainer(cfg, *backend, *data, topts);
@@ -150,6 +150,7 @@ int train(const moe::CliOptions& opts, const TrainFlags& flags) {
   }
   spdlog::info("run directory {} (backend {}, {} rank{})", cfg.run.out_dir, backend->name(),
                proc.size, proc.size > 1 ? "s" : "");
+  spdlog::info("MFU peak {:.4g} TFLOP/s per rank: {}", peak.flops / 1e12, peak.basis);
   switch (trainer.run()) {
     case moe::TrainOutcome::kInterrupted: return 130;
     case moe::TrainOutcome::kStopped:
@@ -180,8 +181,8 @@ int run_main(int argc, char** argv) {
                  "still spans train.max_steps)")
       ->check(CLI::PositiveNumber);
   app.add_option("--peak-tflops", flags.peak_tflops,
-                 "device peak TFLOP/s for the MFU estimate (default: 0.1 per CPU thread; "
-                 "H100 989 bf16 / 495 tf32)")
+                 "device peak TFLOP/s for the MFU estimate (default: this CPU's f32 FMA peak "
+                 "for the run's threads; H100/H200 989 bf16 / 495 tf32)")
       ->check(CLI::PositiveNumber);
   app.add_option("--ranks", flags.ranks,
                  "with --dry-run: plan for this many ranks (default: the ranks launched)")

@@ -23,6 +23,7 @@
 #include "data/corpus.h"
 #include "model/param_count.h"
 #include "checkpoint/checkpoint.h"
+#include "core/cpu_peak.h"
 
 namespace fs = std::filesystem;
 
@@ -168,13 +169,16 @@ void discard_partial_run(const std::string& out_dir) {
   for (const auto& f : found) fs::remove(fs::path(out_dir) / f);
 }
 
-double peak_flops(const TrainConfig& train, double peak_tflops_flag) {
-  if (peak_tflops_flag > 0) return peak_tflops_flag * 1e12;
+PeakFlops peak_flops(const TrainConfig& train, double peak_tflops_flag) {
+  if (peak_tflops_flag > 0) return {peak_tflops_flag * 1e12, "--peak-tflops"};
   if (train.device == "cpu") {
     const int threads = train.threads > 0 ? static_cast<int>(train.threads) : omp_get_max_threads();
-    return 100e9 * threads;
+    const CpuPeak cpu = estimate_cpu_peak(threads);
+    return {cpu.flops_per_second, cpu.basis};
   }
-  return train.dtype == "bf16" ? 989e12 : 495e12;
+  return train.dtype == "bf16"
+             ? PeakFlops{989e12, "H100/H200 dense bf16 tensor-core peak"}
+             : PeakFlops{495e12, "H100/H200 dense tf32 tensor-core peak"};
 }
 
 std::string dry_run_report(const Config& cfg, double peak, const DryRunLayout& layout) {

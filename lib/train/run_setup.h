@@ -41,10 +41,14 @@ void remove_stale_temporaries(const std::string& out_dir);
 // Deletes metrics.jsonl and train.log of a run stopped before its first checkpoint, saying so.
 void discard_partial_run(const std::string& out_dir);
 
-// Peak FLOP/s used for the MFU estimate: --peak-tflops when given (> 0); otherwise 100 GFLOP/s
-// per CPU thread (OpenBLAS sgemm measured ~200 GFLOP/s on 2 cores of the development machine),
-// or an H100's dense tensor-core peak on CUDA (989 TFLOP/s bf16, 495 TFLOP/s tf32 for fp32).
-double peak_flops(const TrainConfig& train, double peak_tflops_flag);
+// Peak FLOP/s used for the MFU estimate: --peak-tflops when given (> 0); otherwise, on CPU, the
+// theoretical f32 peak of this CPU for the run's threads (core/cpu_peak.h), or on CUDA an
+// H100/H200's dense tensor-core peak (989 TFLOP/s bf16, 495 TFLOP/s tf32 for fp32).
+struct PeakFlops {
+  double flops = 0;
+  std::string basis;  // where the figure comes from, logged at the start of a run
+};
+PeakFlops peak_flops(const TrainConfig& train, double peak_tflops_flag);
 
 // Parameter counts, FLOPs per token and step, and the memory estimate of one training process.
 // vocab_size 0: the tokenizer is not trained yet; data.tokenizer_vocab_size is assumed.

@@ -345,7 +345,9 @@ void Trainer::log_step(const StepResult& r, double window_seconds, int64_t steps
   const double tokens_per_step = static_cast<double>(
       world_ * cfg_.train.grad_accum * cfg_.train.batch_size * cfg_.train.seq_len);
   const double tok_per_s = window_seconds > 0 ? tokens_per_step * steps_in_window / window_seconds : 0;
-  const double mfu = opts_.peak_flops > 0 ? flops_per_token_ * tok_per_s / opts_.peak_flops : 0;
+  // tokens/s counts every rank's tokens, the peak is one rank's: MFU is against all ranks' peaks.
+  const double mfu =
+      opts_.peak_flops > 0 ? flops_per_token_ * tok_per_s / (opts_.peak_flops * world_) : 0;
   const double sec_per_step = steps_this_process_ > 0 ? train_seconds_ / steps_this_process_ : 0;
   const double eta = sec_per_step * static_cast<double>(cfg_.train.max_steps - step_);
 

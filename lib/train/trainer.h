@@ -24,7 +24,7 @@ struct TrainerOptions {
   std::string resume_checkpoint;  // a verified checkpoint directory, or "" for a fresh run
   int64_t stop_at_step = 0;       // > 0: save a checkpoint and stop after this step (as if
                                   // interrupted; the schedule still spans train.max_steps)
-  double peak_flops = 0;          // device peak FLOP/s for the MFU estimate (0: no MFU)
+  double peak_flops = 0;          // one rank's peak FLOP/s for the MFU estimate (0: no MFU)
   // The ranks of a multi-process run (data parallel, docs/distributed.md); nullptr: one rank.
   // Only rank 0 writes metrics and checkpoints.
   Communicator* comm = nullptr;

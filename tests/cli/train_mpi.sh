@@ -1,6 +1,7 @@
 # moetrain under mpirun (CPU ranks over MPI; skipped, exit 77, when the build or machine has no
 # MPI). Every launch is bounded by `timeout`.
-#  1. 2 ranks train 6 steps: exit 0, one metrics.jsonl and train.log (rank 0's), checkpoints.
+#  1. 2 ranks train 6 steps: exit 0, one metrics.jsonl and train.log (rank 0's), checkpoints; MFU
+#     is against both ranks' peaks (FLOPs per token implied by mfu and tokens/s match 1 rank's).
 #  2. Resume across layouts: 2 ranks (grad_accum 2) stop at step 3; 1 rank with grad_accum 4, and
 #     4 ranks with ZeRO-1 and grad_accum 1 (the same global batch), continue to step 6 and log the
 #     same losses as the uninterrupted 2-rank run.
@@ -23,17 +24,26 @@ mpirun_np() {  # mpirun_np N args...: bounded launch of N ranks of moetrain
 write_tiny_config "$WORK/tiny.yaml" "$WORK/unused" "$WORK/cache"
 # Prepare the shared data cache once, so the timed launches below only train.
 "$MOETRAIN" --config "$WORK/tiny.yaml" --set run.out_dir="$WORK/warm" --set train.max_steps=1 \
-  > "$WORK/warm.log" 2>&1 || { cat "$WORK/warm.log"; fail "warm-up run failed"; }
+  --peak-tflops 1 > "$WORK/warm.log" 2>&1 || { cat "$WORK/warm.log"; fail "warm-up run failed"; }
 
 # 1. Two ranks.
 mpirun_np 2 --config "$WORK/tiny.yaml" --set run.out_dir="$WORK/dp" --set train.max_steps=6 \
-  --set run.save_every=3 --set train.grad_accum=2 > "$WORK/dp.log" 2>&1 || { cat "$WORK/dp.log"; fail "2-rank run failed"; }
+  --peak-tflops 1 --set run.save_every=3 --set train.grad_accum=2 > "$WORK/dp.log" 2>&1 || { cat "$WORK/dp.log"; fail "2-rank run failed"; }
 grep -q "data parallel over 2 ranks" "$WORK/dp.log" || fail "no data-parallel line: $(cat "$WORK/dp.log")"
 [ "$(grep -c '"type":"train"' "$WORK/dp/metrics.jsonl")" = 6 ] || fail "expected 6 train records"
 ! grep -q "rank 1.*info" "$WORK/dp.log" || fail "rank 1 logged info lines"
 for s in 3 6; do
   [ -f "$WORK/dp/checkpoints/step_0000000$s/manifest.json" ] || fail "no complete checkpoint $s"
 done
+python3 - "$WORK/warm/metrics.jsonl" "$WORK/dp/metrics.jsonl" <<'PY' || fail "2-rank MFU not against 2 ranks' peaks"
+import json, sys
+def flops_per_token(path, ranks):  # mfu = FLOPs/token x tokens/s / (peak x ranks), peak 1 TFLOP/s
+    r = [r for r in map(json.loads, open(path)) if r["type"] == "train"][-1]
+    return r["mfu"] * 1e12 * ranks / r["tok_per_s"]
+one, two = flops_per_token(sys.argv[1], 1), flops_per_token(sys.argv[2], 2)
+print(f"FLOPs per token implied by MFU: 1 rank {one:.6g}, 2 ranks {two:.6g}")
+assert abs(one - two) <= 1e-6 * one, (one, two)
+PY
 
 # 2. Stop the 2-rank run at step 3, continue on 1 rank and on 4 ZeRO-1 ranks.
 for layout in 1 4; do
