@@ -1,7 +1,8 @@
 // moebench: training-step throughput of the C++ model on one device.
 //
 // Measures, for one model config: tokens/s of full training steps (forward, backward, global-norm
-// clipping, AdamW), MFU against a given peak (989 TFLOP/s: H100 SXM bf16 dense) and against the
+// clipping, AdamW), MFU against the device's peak (--peak-tflops; by default on CUDA an H100/H200's
+// dense 989 TFLOP/s bf16 or 495 tf32, on CPU this CPU's f32 FMA peak, core/cpu_peak.h) and against the
 // GEMM rate the benchmark measures itself on the same backend, a step-time breakdown by op family
 // (a separate profiled pass that synchronises around every op), and the sp+cp overhead (step time
 // with losses lb,sp,cp over step time with lb alone). Writes a JSON report with --json.
@@ -20,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -27,6 +30,7 @@
 #include "backend/backend.h"
 #include "bench/profiling_backend.h"
 #include "config/config.h"
+#include "core/cpu_peak.h"
 #include "model/model.h"
 #include "train/optimizer.h"
 
@@ -37,7 +41,7 @@ struct Options {
   std::string preset = "small", config_path, device = "cuda", dtype = "bf16", json_path;
   std::vector<std::string> overrides;
   int64_t steps = 20, warmup = 3, profile_steps = 3, gemm_size = 8192;
-  double peak_tflops = 989.0;
+  double peak_tflops = 0;  // 0: the device's default peak (see the top of the file)
   bool skip_overhead = false, skip_gemm = false;
 };
 
@@ -198,7 +202,9 @@ int run(int argc, char** argv) {
   app.add_option("--warmup", opt.warmup, "untimed steps first");
   app.add_option("--profile-steps", opt.profile_steps, "steps of the per-op profile");
   app.add_option("--gemm-size", opt.gemm_size, "M = N = K of the GEMM-rate measurement");
-  app.add_option("--peak-tflops", opt.peak_tflops, "dense peak of the device (H100 SXM bf16: 989)");
+  app.add_option("--peak-tflops", opt.peak_tflops,
+                 "dense peak of the device (default: H100/H200 989 bf16 / 495 tf32 on CUDA, this "
+                 "CPU's f32 FMA peak for the OpenMP threads on CPU)");
   app.add_flag("--skip-overhead", opt.skip_overhead, "do not run the lb-only / lb,sp,cp pair");
   app.add_flag("--skip-gemm", opt.skip_gemm, "do not measure the GEMM rate");
   app.add_option("--json", opt.json_path, "write the report here");
@@ -215,6 +221,18 @@ int run(int argc, char** argv) {
   // runs the 0.4b preset with each).
   backend->set_attention_impl(parse_attention_impl(cfg.train.attention, "train.attention"));
   DType dtype = opt.dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  std::string peak_basis = "--peak-tflops";
+  if (opt.peak_tflops <= 0) {
+    if (backend->device() == Device::kCpu) {
+      const CpuPeak cpu = estimate_cpu_peak(omp_get_max_threads());
+      opt.peak_tflops = cpu.flops_per_second / 1e12;
+      peak_basis = cpu.basis;
+    } else {
+      opt.peak_tflops = dtype == DType::kBF16 ? 989.0 : 495.0;
+      peak_basis = dtype == DType::kBF16 ? "H100/H200 dense bf16 tensor-core peak"
+                                         : "H100/H200 dense tf32 tensor-core peak";
+    }
+  }
 
   nlohmann::json report;
   report["device"] = backend->name();
@@ -250,6 +268,7 @@ int run(int argc, char** argv) {
   report["achieved_tflops"] = achieved_tflops;
   report["mfu_vs_peak"] = achieved_tflops / opt.peak_tflops;
   report["peak_tflops"] = opt.peak_tflops;
+  report["peak_basis"] = peak_basis;
   spdlog::info("{} {}: {:.0f} tokens/s, {:.4f} s/step, {:.2f} TFLOP/s ({:.1f}% of {} peak)",
                backend->name(), opt.dtype, lb_tps, lb_step, achieved_tflops,
                100.0 * achieved_tflops / opt.peak_tflops, opt.peak_tflops);

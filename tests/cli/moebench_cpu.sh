@@ -18,6 +18,9 @@ for key in ("device", "tokens_per_second", "flops_per_token", "mfu_vs_peak", "ge
             "mfu_vs_gemm", "sp_cp_overhead", "params_total", "params_active"):
     assert key in r or key in r["lb"], f"report lacks {key}"
 assert r["device"] == "cpu", r["device"]
+# On CPU the MFU is against this CPU's peak, not a GPU's (it was 989 TFLOP/s before).
+assert "FLOP/cycle" in r["peak_basis"] and 0 < r["peak_tflops"] < 50, (r["peak_basis"], r["peak_tflops"])
+assert 0 < r["mfu_vs_peak"] <= 1, r["mfu_vs_peak"]
 assert r["lb"]["tokens_per_second"] > 0 and r["lb_sp_cp"]["step_seconds"] > 0
 share = r["lb"]["breakdown_share"]
 assert abs(sum(share.values()) - 1.0) < 1e-6, share
