@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include <omp.h>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -30,8 +29,8 @@
 #include "backend/backend.h"
 #include "bench/profiling_backend.h"
 #include "config/config.h"
-#include "core/cpu_peak.h"
 #include "model/model.h"
+#include "train/run_setup.h"
 #include "train/optimizer.h"
 
 namespace moe {
@@ -221,18 +220,15 @@ int run(int argc, char** argv) {
   // runs the 0.4b preset with each).
   backend->set_attention_impl(parse_attention_impl(cfg.train.attention, "train.attention"));
   DType dtype = opt.dtype == "bf16" ? DType::kBF16 : DType::kF32;
-  std::string peak_basis = "--peak-tflops";
-  if (opt.peak_tflops <= 0) {
-    if (backend->device() == Device::kCpu) {
-      const CpuPeak cpu = estimate_cpu_peak(omp_get_max_threads());
-      opt.peak_tflops = cpu.flops_per_second / 1e12;
-      peak_basis = cpu.basis;
-    } else {
-      opt.peak_tflops = dtype == DType::kBF16 ? 989.0 : 495.0;
-      peak_basis = dtype == DType::kBF16 ? "H100/H200 dense bf16 tensor-core peak"
-                                         : "H100/H200 dense tf32 tensor-core peak";
-    }
-  }
+  // The same default peak as moetrain's MFU (train/run_setup.h), for this device and dtype, with
+  // the OpenMP threads this process runs.
+  TrainConfig peak_train = cfg.train;
+  peak_train.device = opt.device;
+  peak_train.dtype = opt.dtype;
+  peak_train.threads = 0;
+  const PeakFlops peak = peak_flops(peak_train, opt.peak_tflops);
+  opt.peak_tflops = peak.flops / 1e12;
+  const std::string peak_basis = peak.basis;
 
   nlohmann::json report;
   report["device"] = backend->name();
