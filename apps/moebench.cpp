@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

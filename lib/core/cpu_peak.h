@@ -6,8 +6,9 @@
 // lanes, AVX2+FMA 8, AVX without FMA 8 with separate add and multiply, else SSE 4), two vector
 // pipes per core, and the core clock. The clock is measured (a chain of dependent integer adds, one
 // cycle each) because a virtual machine reports only its nominal clock: on the development VM the
-// kernel says 2.60 GHz, while one thread of OpenBLAS sgemm reached 222 GFLOP/s, which needs at
-// least 3.5 GHz at 64 FLOP/cycle. The larger of the measured and the reported clock is used.
+// kernel says 2.60 GHz while the cores run at about 3.9 GHz, and a peak from the reported clock
+// (166 GFLOP/s per core) was below an sgemm rate measured on the same kind of machine (222
+// GFLOP/s). The larger of the measured and the reported clock is used.
 //
 // The result is an upper bound: a core that splits 512-bit operations over 256-bit pipes (Zen 4)
 // or has one 512-bit FMA pipe reaches half of it, so MFU is understated there, never overstated.
