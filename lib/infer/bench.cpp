@@ -20,18 +20,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-MeanSd mean_sd(const std::vector<double>& v) {
-  MeanSd r;
-  if (v.empty()) return r;
-  for (double x : v) r.mean += x;
-  r.mean /= static_cast<double>(v.size());
-  if (v.size() > 1) {
-    double ss = 0;
-    for (double x : v) ss += (x - r.mean) * (x - r.mean);
-    r.sd = std::sqrt(ss / static_cast<double>(v.size() - 1));  // sample sd, as llama-bench
-  }
-  return r;
-}
 
 // Nearest-rank percentile of the step times (q in (0, 100]).
 double percentile(std::vector<double> v, double q) {
@@ -68,6 +56,19 @@ int32_t argmax(const float* x, int64_t n) {
 }
 
 }  // namespace
+
+MeanSd mean_sd(const std::vector<double>& v) {
+  MeanSd r;
+  if (v.empty()) return r;
+  for (double x : v) r.mean += x;
+  r.mean /= static_cast<double>(v.size());
+  if (v.size() > 1) {
+    double ss = 0;
+    for (double x : v) ss += (x - r.mean) * (x - r.mean);
+    r.sd = std::sqrt(ss / static_cast<double>(v.size() - 1));  // sample sd, as llama-bench
+  }
+  return r;
+}
 
 double measure_copy_bandwidth() {
   const size_t n = (128u << 20) / sizeof(double);

@@ -29,6 +29,8 @@ struct BenchOptions {
 struct MeanSd {
   double mean = 0, sd = 0;
 };
+// Mean and sample standard deviation (as llama-bench); sd 0 for fewer than 2 values.
+MeanSd mean_sd(const std::vector<double>& v);
 
 struct BenchResult {
   int64_t prompt = 0, gen = 0, batch = 0, reps = 0;
