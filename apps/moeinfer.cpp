@@ -125,6 +125,9 @@ int run_serve(const Options& o, moe::LoadedCheckpoint& ck, uint64_t fp) {
 
 int run(const Options& o) {
   moe::set_log_level(o.log_level);
+  if (moe::process_info().rank != 0) {  // under mpirun: rank 0 logs, the others only warn
+    spdlog::set_level(std::max(spdlog::get_level(), spdlog::level::warn));
+  }
   MOE_USAGE_CHECK(!o.checkpoint.empty(), "--checkpoint DIR is required");
   const bool gen = !o.prompt.empty() || !o.prompt_file.empty();
   const bool serve = !o.serve_tasks.empty();

@@ -30,7 +30,8 @@ struct EpServeRow {
   int64_t devices = 0, samples = 0, tokens = 0;  // documents and home tokens, over all ranks
   double acc = 0;                  // fraction of documents answered correctly (all ranks)
   std::vector<double> samples_per_second;  // one per repetition
-  std::vector<double> comm_share;          // all-to-all wall time / forward wall time (rank 0)
+  std::vector<double> comm_share;          // collective wall time / forward wall time (rank 0)
+  double load_imbalance = 0;  // max over ranks of resident tokens x layers / their mean (last rep)
   ResidentEpStats stats;           // the last repetition, summed over the ranks
 };
 

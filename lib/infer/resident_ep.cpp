@@ -46,6 +46,7 @@ void ResidentEpStats::add(const ResidentEpStats& o) {
   crossing += o.crossing;
   first_hops += o.first_hops;
   first_crossing += o.first_crossing;
+  resident_token_layers += o.resident_token_layers;
   seconds += o.seconds;
   comm_seconds += o.comm_seconds;
 }
@@ -221,6 +222,7 @@ struct ResidentExpertParallel::Impl {
   // h <- h + Attn(...) Wo^T for the resident tokens (see resident_ep.h).
   void attention(const LayerWeights& w) {
     const int64_t n = static_cast<int64_t>(ids.size());
+    stats.resident_token_layers += n;
     std::vector<int32_t> pos(static_cast<size_t>(n)), start(static_cast<size_t>(n));
     int32_t pos_max = 0;
     for (int64_t i = 0; i < n; ++i) {

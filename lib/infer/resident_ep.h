@@ -51,6 +51,9 @@ struct ResidentEpStats {
   // the home rank and is counted apart.
   int64_t hops = 0, crossing = 0;
   int64_t first_hops = 0, first_crossing = 0;
+  // Tokens resident here at each layer's attention, summed over layers and passes: the work
+  // this rank did for the dense part (ranks are balanced when these are equal).
+  int64_t resident_token_layers = 0;
   double seconds = 0, comm_seconds = 0;  // in forward(); in its collectives
 
   int64_t total_bytes() const { return context_bytes + expert_bytes + migrate_bytes + home_bytes; }
