@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "bench/profiling_backend.h"
@@ -124,6 +125,8 @@ int run_serve(const Options& o, moe::LoadedCheckpoint& ck, uint64_t fp) {
 }
 
 int run(const Options& o) {
+  // Logs and progress go to stderr: stdout carries the tables, JSON and generated text.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("moeinfer"));
   moe::set_log_level(o.log_level);
   if (moe::process_info().rank != 0) {  // under mpirun: rank 0 logs, the others only warn
     spdlog::set_level(std::max(spdlog::get_level(), spdlog::level::warn));
