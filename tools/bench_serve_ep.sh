@@ -3,7 +3,9 @@
 # for each checkpoint, a routing trace of the MMLU validation split (the calibration text: other
 # questions than the test split that is scored), then `mpirun -np P moeinfer --serve-ep mmlu` on
 # the test split under round-robin and path-aware placement, the placements alternating within
-# each of R repetitions. One thread per rank.
+# each of R repetitions. One thread per rank. The peer, in the same run: one process scoring the
+# same questions with moeeval on P threads (--no-kv-cache, as the serving path has no KV cache),
+# 3 runs, median.
 #
 #   tools/bench_serve_ep.sh [-np P] [-r R] [--limit N] [--out DIR] CHECKPOINT...
 #
@@ -44,6 +46,20 @@ for ck in "${CKS[@]}"; do
     --placement round-robin,path-aware --calibration "$trace" -r "$REPS" --threads 1 \
     --log-level info -o "${FORMAT:-md}" > "$OUT/$name.serve.md" 2> "$OUT/$name.serve.log"
   cat "$OUT/$name.serve.md"
+  EVAL="$BUILD/apps/moeeval"
+  for run in 1 2 3; do
+    OMP_NUM_THREADS="$NP" "$EVAL" --checkpoint "$ck" --task-dir "$TASKS" --tasks mmlu \
+      --limit "$LIMIT" --no-kv-cache --threads "$NP" --log-level warn \
+      --out "$OUT/$name.single-$run.json" > /dev/null
+  done
+  /usr/bin/python3 - "$OUT/$name" "$NP" <<'PY'
+import json, statistics, sys
+runs = [json.load(open(f"{sys.argv[1]}.single-{i}.json"))["moeeval"]["zero_shot_speed"]["mmlu"]
+        for i in (1, 2, 3)]
+sps = sorted(r["samples_per_second"] for r in runs)
+print(f"\nPeer: one process, moeeval --no-kv-cache on {sys.argv[2]} threads, the same questions: "
+      f"{statistics.median(sps):.2f} samples/s (median of 3: {', '.join(f'{x:.2f}' for x in sps)})")
+PY
   echo
 done
 echo "raw outputs: $OUT" >&2
