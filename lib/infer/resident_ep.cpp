@@ -35,22 +35,6 @@ struct LayerWeights {
 
 }  // namespace
 
-void ResidentEpStats::add(const ResidentEpStats& o) {
-  forwards += o.forwards;
-  tokens += o.tokens;
-  context_bytes += o.context_bytes;
-  expert_bytes += o.expert_bytes;
-  migrate_bytes += o.migrate_bytes;
-  home_bytes += o.home_bytes;
-  hops += o.hops;
-  crossing += o.crossing;
-  first_hops += o.first_hops;
-  first_crossing += o.first_crossing;
-  resident_token_layers += o.resident_token_layers;
-  seconds += o.seconds;
-  comm_seconds += o.comm_seconds;
-}
-
 struct ResidentExpertParallel::Impl {
   MoeModel& model;
   Backend& be;
@@ -175,7 +159,7 @@ struct ResidentExpertParallel::Impl {
   }
 
   // Moves resident rows to the ranks `dest` names (stable within a destination); `h` and `ids`
-  // become what this rank receives, in sending-rank order. Returns nothing: counts the bytes.
+  // become what this rank receives, in sending-rank order; *bytes adds what this rank sent.
   void move_tokens(const std::vector<int32_t>& dest, int64_t* bytes) {
     const int64_t n = static_cast<int64_t>(ids.size());
     std::vector<int32_t> order(static_cast<size_t>(n));

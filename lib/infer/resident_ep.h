@@ -57,7 +57,6 @@ struct ResidentEpStats {
   double seconds = 0, comm_seconds = 0;  // in forward(); in its collectives
 
   int64_t total_bytes() const { return context_bytes + expert_bytes + migrate_bytes + home_bytes; }
-  void add(const ResidentEpStats& o);
 };
 
 class ResidentExpertParallel {
