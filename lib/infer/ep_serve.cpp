@@ -51,6 +51,17 @@ eval::Task shard(const eval::Task& task, int rank, int P, int64_t limit) {
   return t;
 }
 
+// Max over the ranks of `value` / its mean over the ranks (1 when all are 0). Collective.
+double max_over_mean(Communicator& comm, int64_t value) {
+  const std::vector<uint64_t> all = comm.all_gather_host(static_cast<uint64_t>(value));
+  double max = 0, sum = 0;
+  for (uint64_t x : all) {
+    max = std::max(max, static_cast<double>(x));
+    sum += static_cast<double>(x);
+  }
+  return sum > 0 ? max * static_cast<double>(all.size()) / sum : 1.0;
+}
+
 }  // namespace
 
 std::vector<EpServeRow> run_ep_serve(MoeModel& model, Communicator& comm,
@@ -107,20 +118,19 @@ std::vector<EpServeRow> run_ep_serve(MoeModel& model, Communicator& comm,
       std::vector<double> times = {rank == 0 ? seconds : 0.0,
                                    rank == 0 ? s.comm_seconds / std::max(s.seconds, 1e-12) : 0.0};
       comm.all_reduce_sum_host(times);
-      const std::vector<uint64_t> load =
-          comm.all_gather_host(static_cast<uint64_t>(s.resident_token_layers));
-      double load_max = 0, load_sum = 0;
-      for (uint64_t x : load) {
-        load_max = std::max(load_max, static_cast<double>(x));
-        load_sum += static_cast<double>(x);
-      }
       EpServeRow& r = rows[i];
       r.samples = static_cast<int64_t>(correct_docs[1]);
       r.acc = r.samples > 0 ? correct_docs[0] / correct_docs[1] : 0.0;
       r.samples_per_second.push_back(static_cast<double>(r.samples) / times[0]);
       r.comm_share.push_back(times[1]);
       r.tokens = counts[0];
-      r.load_imbalance = load_sum > 0 ? load_max * P / load_sum : 1.0;
+      r.load_imbalance = max_over_mean(comm, s.resident_token_layers);
+      r.expert_imbalance = max_over_mean(comm, s.expert_rows);
+      std::vector<int64_t> layer_tokens = {s.resident_token_layers};
+      comm.all_reduce_sum_host(layer_tokens);
+      r.layer_imbalance = layer_tokens[0] > 0 ? static_cast<double>(s.busiest_token_layers) * P /
+                                                    static_cast<double>(layer_tokens[0])
+                                              : 1.0;
       r.stats = ResidentEpStats{};
       r.stats.forwards = s.forwards;
       r.stats.tokens = counts[0];
@@ -162,6 +172,8 @@ std::string format_ep_serve(const std::vector<EpServeRow>& rows, const std::stri
                    {"samples_per_second_sd", sps.sd},
                    {"comm_share_mean", share.mean},
                    {"load_imbalance", r.load_imbalance},
+                   {"expert_imbalance", r.expert_imbalance},
+                   {"layer_imbalance", r.layer_imbalance},
                    {"tokens", r.tokens},
                    {"cross_fraction", frac(r.stats.crossing, r.stats.hops)},
                    {"first_layer_cross_fraction", frac(r.stats.first_crossing, r.stats.first_hops)},
@@ -175,13 +187,14 @@ std::string format_ep_serve(const std::vector<EpServeRow>& rows, const std::stri
   }
   if (format == "csv") {
     out << "placement,devices,samples,acc,samples_per_second_mean,samples_per_second_sd,"
-           "comm_share,load_imbalance,cross_fraction,expert_bytes_per_token,migrate_bytes_per_token,"
+           "comm_share,load_imbalance,layer_imbalance,expert_imbalance,cross_fraction,expert_bytes_per_token,migrate_bytes_per_token,"
            "context_bytes_per_token,home_bytes_per_token,total_bytes_per_token\n";
     for (const auto& r : rows) {
       const MeanSd sps = mean_sd(r.samples_per_second);
-      out << fmt::format("{},{},{},{:.4f},{:.3f},{:.3f},{:.4f},{:.4f},{:.4f},{:.1f},{:.1f},{:.1f},"
-                         "{:.1f},{:.1f}\n", r.placement, r.devices, r.samples, r.acc, sps.mean,
-                         sps.sd, mean_sd(r.comm_share).mean, r.load_imbalance,
+      out << fmt::format("{},{},{},{:.4f},{:.3f},{:.3f},{:.4f},{:.4f},{:.4f},{:.4f},{:.4f},{:.1f},"
+                         "{:.1f},{:.1f},{:.1f},{:.1f}\n", r.placement, r.devices, r.samples,
+                         r.acc, sps.mean, sps.sd, mean_sd(r.comm_share).mean, r.load_imbalance,
+                         r.layer_imbalance, r.expert_imbalance,
                          frac(r.stats.crossing, r.stats.hops),
                          per_token(r.stats.expert_bytes, r.tokens),
                          per_token(r.stats.migrate_bytes, r.tokens),
@@ -194,16 +207,17 @@ std::string format_ep_serve(const std::vector<EpServeRow>& rows, const std::stri
   MOE_USAGE_CHECK(format == "md", "-o {}: expected md, csv or json", format);
   out << header << "\n\n"
       << "| placement | P | samples | acc | samples/s | vs first | collectives share | "
-         "load max/mean | cross-device hops | expert + migrate B/token | context B/token | "
-         "home B/token |\n"
-      << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+         "tokens max/mean | per layer | expert rows max/mean | cross-device hops | "
+         "expert + migrate B/token | context B/token | home B/token |\n"
+      << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   const double base = rows.empty() ? 0.0 : mean_sd(rows[0].samples_per_second).mean;
   for (const auto& r : rows) {
     const MeanSd sps = mean_sd(r.samples_per_second);
     out << fmt::format("| {} | {} | {} | {:.4f} | {:.2f} ± {:.2f} | {:.3f}x | {:.1f}% | {:.3f} | "
-                       "{:.1f}% | {:.0f} | {:.0f} | {:.0f} |\n", r.placement, r.devices,
-                       r.samples, r.acc, sps.mean, sps.sd, base > 0 ? sps.mean / base : 0.0,
-                       100 * mean_sd(r.comm_share).mean, r.load_imbalance,
+                       "{:.3f} | {:.3f} | {:.1f}% | {:.0f} | {:.0f} | {:.0f} |\n", r.placement,
+                       r.devices, r.samples, r.acc, sps.mean, sps.sd,
+                       base > 0 ? sps.mean / base : 0.0, 100 * mean_sd(r.comm_share).mean,
+                       r.load_imbalance, r.layer_imbalance, r.expert_imbalance,
                        100 * frac(r.stats.crossing, r.stats.hops),
                        per_token(r.stats.expert_bytes + r.stats.migrate_bytes, r.tokens),
                        per_token(r.stats.context_bytes, r.tokens),

@@ -31,7 +31,11 @@ struct EpServeRow {
   double acc = 0;                  // fraction of documents answered correctly (all ranks)
   std::vector<double> samples_per_second;  // one per repetition
   std::vector<double> comm_share;          // collective wall time / forward wall time (rank 0)
-  double load_imbalance = 0;  // max over ranks of resident tokens x layers / their mean (last rep)
+  // Max over ranks / mean over ranks (last repetition) of the resident tokens x layers (the
+  // dense work) and of the expert rows computed (the routed-expert work).
+  double load_imbalance = 0, expert_imbalance = 0;
+  // Per layer: sum over layers and passes of the busiest rank's resident tokens / of the mean.
+  double layer_imbalance = 0;
   ResidentEpStats stats;           // the last repetition, summed over the ranks
 };
 

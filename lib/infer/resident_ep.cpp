@@ -238,6 +238,8 @@ struct ResidentExpertParallel::Impl {
         ids_rep.insert(ids_rep.end(), ids.begin(), ids.end());
       }
       std::vector<uint64_t> counts = comm.all_gather_host(static_cast<uint64_t>(n));
+      stats.busiest_token_layers +=
+          static_cast<int64_t>(*std::max_element(counts.begin(), counts.end()));
       std::vector<int64_t> recv(counts.begin(), counts.end());
       const std::vector<int64_t> send(static_cast<size_t>(P), n);
       exchange(k_all, times(recv, kvw), kin, times(send, kvw), &stats.context_bytes);
@@ -333,6 +335,7 @@ struct ResidentExpertParallel::Impl {
       }
     }
     const int64_t rows_in = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t{0});
+    stats.expert_rows += rows_in;
     Tensor xr = buf(rows_in, d), yr = buf(rows_in, d);
     exchange(xr, times(recv_rows, d), xp, times(send_rows, d), &stats.expert_bytes);
     // This rank's experts, one grouped GEMM per sending rank's block.

@@ -54,6 +54,12 @@ struct ResidentEpStats {
   // Tokens resident here at each layer's attention, summed over layers and passes: the work
   // this rank did for the dense part (ranks are balanced when these are equal).
   int64_t resident_token_layers = 0;
+  // The same with each layer's largest count over the ranks (every rank adds the same): the
+  // layer's exchange waits for the busiest rank, so this over the mean of the previous one is
+  // the imbalance the passes pay for, layer by layer.
+  int64_t busiest_token_layers = 0;
+  // (token, slot) rows this rank's experts computed, summed over MoE layers and passes.
+  int64_t expert_rows = 0;
   double seconds = 0, comm_seconds = 0;  // in forward(); in its collectives
 
   int64_t total_bytes() const { return context_bytes + expert_bytes + migrate_bytes + home_bytes; }

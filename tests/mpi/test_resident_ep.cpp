@@ -111,13 +111,14 @@ void check_arch(const std::string& arch) {
     EXPECT_FALSE(ep.forward(Batch{}));
 
     const infer::ResidentEpStats& s = ep.stats();
-    std::vector<int64_t> got = {s.hops, s.crossing, s.first_hops, s.first_crossing,
-                                s.expert_bytes, s.forwards};
+    std::vector<int64_t> got = {s.hops,         s.crossing, s.first_hops, s.first_crossing,
+                                s.expert_bytes, s.forwards, s.expert_rows};
     comm->all_reduce_sum_host(got);
     const routing::HopStats want = routing::count_hops(trace, place, c.d_model, 4);
     EXPECT_EQ(got[0], want.hops);
     EXPECT_EQ(got[1], want.crossing);
     EXPECT_EQ(got[2], first_hops);
+    EXPECT_EQ(got[6], got[0] + got[2]) << "every (token, slot) row is computed once, somewhere";
     EXPECT_EQ(got[3], first_crossing);
     if (P > 1) {
       EXPECT_GT(got[1] + got[3], 0) << "no row crossed ranks: the test shows nothing";
